@@ -1,0 +1,182 @@
+"""`lth`: one subcommand per pipeline stage, plus tools to keep the pipeline in order.
+
+Imports are lazy so that a stage pays only for what it uses: `prune` and `reset`
+never import torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+DESCRIPTION = """\
+Lottery tickets by iterative magnitude pruning, one pipeline stage per subcommand.
+
+Each round k of a lineage (seed) is three stages:
+  prune   mask_k  = drop each layer's rate of its surviving weights, by |trained_{k-1}|
+  reset   ticket_k = mask_k * theta_0  (the winning-ticket candidate)
+  train   train ticket_k under mask_k; curve, early stop, metrics
+Round 0 trains theta_0 densely. `data` and `init` come first; `aggregate` and
+`figures` end the pipeline. `dvc repro` and `snakemake --cores N` both run exactly
+these commands, reading params.yaml.
+"""
+
+
+def _params(args):
+    from lth.params import load
+
+    return load(args.params)
+
+
+def cmd_data(args) -> None:
+    from lth import data
+
+    summary = data.run(_params(args).data, Path(args.raw), Path(args.out))
+    print(f"data: {summary}")
+
+
+def cmd_init(args) -> None:
+    from lth import masks, models
+    from lth.artifacts import save_arrays, write_json
+
+    p = _params(args)
+    theta0 = models.make_theta0(p.model.name, p.data.dataset, args.seed)
+    dense = masks.dense(theta0)
+    save_arrays(args.out, theta0)
+    masks.save(args.mask, dense)
+    write_json(Path(args.mask).with_name("sparsity.json"), masks.report(dense))
+    print(f"init: theta_0 of {p.model.name} (seed {args.seed}) -> {args.out}")
+
+
+def cmd_train(args) -> None:
+    from lth import train
+
+    p = _params(args)
+    metrics = train.run(p.train, p.model.name, Path(args.data), Path(args.ticket), Path(args.mask),
+                        Path(args.out), seed=args.seed)
+    print(f"train: {metrics['percent_remaining']:.1f}% remaining, early stop at "
+          f"{metrics['early_stop_iteration']}, test accuracy {metrics['early_stop_test_accuracy']:.4f}")
+
+
+def cmd_prune(args) -> None:
+    from lth import masks, pruning
+    from lth.artifacts import load_arrays, write_json
+
+    p = _params(args)
+    trained = load_arrays(args.trained, made_by="train")
+    mask = masks.load(args.mask, made_by="init (round 0) or prune")
+    masks.check(mask, trained, args.mask)
+    new = pruning.prune(trained, mask, p.prune.rates, p.prune.criterion)
+    masks.save(args.out, new)
+    report = masks.report(new)
+    write_json(Path(args.out).with_name("sparsity.json"), report)
+    print(f"prune: {report['percent_remaining']:.1f}% of weights remaining -> {args.out}")
+
+
+def cmd_reset(args) -> None:
+    from lth import masks, reset
+    from lth.artifacts import load_arrays, save_arrays
+
+    theta0 = load_arrays(args.theta0, made_by="init")
+    mask = masks.load(args.mask, made_by="prune")
+    masks.check(mask, theta0, args.mask)
+    save_arrays(args.out, reset.ticket(theta0, mask))
+    print(f"reset: ticket = mask * theta_0 -> {args.out}")
+
+
+def cmd_aggregate(args) -> None:
+    from lth import aggregate
+
+    rounds = aggregate.run(_params(args), Path(args.out))
+    print(f"aggregate: {len(rounds)} rounds -> {args.out}")
+
+
+def cmd_figures(args) -> None:
+    from lth import figures
+
+    written = figures.run(_params(args).figures, Path(args.tables), Path(args.out))
+    print("figures: " + ", ".join(map(str, written)))
+
+
+def cmd_dvc_yaml(args) -> None:
+    from lth import plan
+    from lth.artifacts import write_text
+
+    write_text(args.out, plan.dvc_yaml(_params(args), args.params))
+    print(f"wrote {args.out} from {args.params}")
+
+
+def cmd_check(args) -> None:
+    from lth import plan
+
+    plan.check_dvc_yaml(_params(args), args.dvc_yaml, args.params)
+    print(f"{args.params} is valid and {args.dvc_yaml} is in sync with it")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lth", description=DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="STAGE")
+
+    def add(name, func, help_text):
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+        p.set_defaults(func=func)
+        return p
+
+    p = add("data", cmd_data, "acquire MNIST (md5-verified) and save the train/validation/test split")
+    p.add_argument("--raw", required=True, help="directory for the verified raw idx files")
+    p.add_argument("--out", required=True, help="prepared tensors (.safetensors)")
+
+    p = add("init", cmd_init, "create theta_0 (Glorot normal) and the dense round-0 mask for a seed")
+    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--out", required=True, help="theta_0 (.safetensors)")
+    p.add_argument("--mask", required=True, help="dense mask of round 0 (.safetensors)")
+
+    p = add("train", cmd_train, "train a ticket under its mask; write weights, curve and metrics")
+    p.add_argument("--seed", type=int, required=True, help="seed of the batch order")
+    p.add_argument("--data", required=True, help="prepared tensors from `lth data`")
+    p.add_argument("--ticket", required=True, help="starting weights (theta_0 or a reset ticket)")
+    p.add_argument("--mask", required=True, help="mask of this round")
+    p.add_argument("--out", required=True, help="round directory")
+
+    p = add("prune", cmd_prune, "prune each layer's rate of its surviving weights by trained magnitude")
+    p.add_argument("--trained", required=True, help="trained weights of the previous round")
+    p.add_argument("--mask", required=True, help="mask of the previous round")
+    p.add_argument("--out", required=True, help="this round's mask; sparsity.json is written beside it")
+
+    p = add("reset", cmd_reset, "reset surviving weights to theta_0: the ticket mask * theta_0")
+    p.add_argument("--theta0", required=True)
+    p.add_argument("--mask", required=True)
+    p.add_argument("--out", required=True)
+
+    p = add("aggregate", cmd_aggregate, "collect every round's metrics and curves into tidy CSV tables")
+    p.add_argument("--out", required=True, help="results directory")
+
+    p = add("figures", cmd_figures, "draw the paper-style figures (PNG/PDF) from the tables")
+    p.add_argument("--tables", required=True, help="directory with rounds.csv and curves.csv")
+    p.add_argument("--out", required=True, help="figures directory")
+
+    p = add("dvc-yaml", cmd_dvc_yaml, "generate dvc.yaml from params.yaml")
+    p.add_argument("--out", default="dvc.yaml")
+
+    p = add("check", cmd_check, "validate params.yaml and check that dvc.yaml is in sync with it")
+    p.add_argument("--dvc-yaml", default="dvc.yaml")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from lth import LthError
+
+    try:
+        args.func(args)
+    except LthError as err:
+        print(f"lth {args.command}: error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,69 @@
+"""Masks: which weights of each prunable layer survive, and how many.
+
+A mask maps a prunable tensor name (every `*.weight`; biases are never pruned) to a
+boolean array of the same shape. Layer kinds, which select the pruning rate, follow
+from the layer's name: `conv*`, `fc*`, and `output` for the last layer.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from lth.artifacts import Arrays, load_arrays, save_arrays
+
+Mask = dict[str, np.ndarray]
+LAYER_KINDS = ("conv", "fc", "output")
+
+
+def is_prunable(name: str) -> bool:
+    return name.endswith(".weight")
+
+
+def layer_kind(name: str) -> str:
+    layer = name.split(".")[0]
+    for kind in LAYER_KINDS:
+        if layer.startswith(kind):
+            return kind
+    raise ValueError(f"tensor {name!r}: layer name must start with one of {LAYER_KINDS}")
+
+
+def dense(weights: Arrays) -> Mask:
+    return {name: np.ones(w.shape, dtype=bool) for name, w in weights.items() if is_prunable(name)}
+
+
+def check(mask: Mask, weights: Arrays, where: str) -> None:
+    """Reject a mask that does not fit the model's prunable layers."""
+    expected = {n: w.shape for n, w in weights.items() if is_prunable(n)}
+    got = {n: m.shape for n, m in mask.items()}
+    if expected != got:
+        raise ValueError(f"{where}: mask layers {got} do not match the model's {expected}")
+    for name, m in mask.items():
+        if m.dtype != np.bool_:
+            raise ValueError(f"{where}: mask {name!r} has dtype {m.dtype}; masks are boolean")
+
+
+def report(mask: Mask) -> dict:
+    """Per-layer and total counts and percent of weights remaining (biases excluded)."""
+    layers = {}
+    for name, m in mask.items():
+        kept, total = int(m.sum()), int(m.size)
+        layers[name] = {"kind": layer_kind(name), "remaining": kept, "total": total,
+                        "percent_remaining": 100.0 * kept / total}
+    kept = sum(v["remaining"] for v in layers.values())
+    total = sum(v["total"] for v in layers.values())
+    return {"layers": layers, "remaining": kept, "total": total,
+            "percent_remaining": 100.0 * kept / total}
+
+
+def save(path: str | Path, mask: Mask) -> None:
+    save_arrays(path, mask)
+
+
+def load(path: str | Path, made_by: str = "prune") -> Mask:
+    mask = load_arrays(path, made_by)
+    for name, m in mask.items():
+        if m.dtype != np.bool_:
+            raise ValueError(f"{path}: mask {name!r} has dtype {m.dtype}; masks are boolean")
+    return mask

@@ -1,0 +1,190 @@
+"""The `train` stage: train a (masked) network, evaluate it, find its early-stop point.
+
+The whole dataset lives on the device as tensors and batches are index slices of a
+seeded permutation (no DataLoader). Pruned weights start at exactly zero and their
+gradients are zeroed before every Adam step, so their Adam moments stay zero and the
+weights never move: they are zero at every step. Validation and test are evaluated
+every `eval_every` iterations; the early-stop iteration is the one of minimum
+validation loss (the test set is never used to choose anything).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from lth import masks, models
+from lth.artifacts import load_arrays, save_arrays, write_json, write_text
+from lth.params import TrainParams
+
+CURVE_COLUMNS = ("iteration", "train_loss", "train_accuracy", "validation_loss",
+                 "validation_accuracy", "test_loss", "test_accuracy")
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("train.device = 'cuda' but no CUDA device is available; use 'auto' or 'cpu'")
+    return torch.device(device)
+
+
+@dataclass
+class Split:
+    images: torch.Tensor  # normalised float32, N x C x H x W
+    labels: torch.Tensor
+
+
+def load_splits(path: Path, device: torch.device) -> dict[str, Split]:
+    from safetensors import safe_open
+
+    arrays = load_arrays(path, made_by="data")
+    with safe_open(str(path), framework="numpy") as f:
+        meta = f.metadata()
+    mean, std = float(meta["mean"]), float(meta["std"])
+    splits = {}
+    for name in ("train", "validation", "test"):
+        images = torch.from_numpy(arrays[f"{name}_images"]).to(device)
+        images = (images.float() / 255.0 - mean) / std
+        splits[name] = Split(images, torch.from_numpy(arrays[f"{name}_labels"]).to(device))
+    return splits
+
+
+@torch.inference_mode()
+def evaluate(model: torch.nn.Module, split: Split, batch_size: int = 10_000) -> tuple[float, float]:
+    """Mean cross-entropy loss and accuracy over a whole split."""
+    total_loss, correct, n = 0.0, 0, len(split.labels)
+    for start in range(0, n, batch_size):
+        logits = model(split.images[start:start + batch_size])
+        labels = split.labels[start:start + batch_size]
+        total_loss += F.cross_entropy(logits, labels, reduction="sum").item()
+        correct += (logits.argmax(1) == labels).sum().item()
+    return total_loss / n, correct / n
+
+
+def early_stop(curve: list[dict]) -> dict:
+    """The row of minimum validation loss (the first such row on ties)."""
+    return min(curve, key=lambda row: row["validation_loss"])
+
+
+def train(model: torch.nn.Module, mask: dict[str, torch.Tensor], splits: dict[str, Split],
+          params: TrainParams, seed: int, progress: bool | None = None) -> list[dict]:
+    """Train in place for params.iterations; return the evaluation curve."""
+    device = splits["train"].images.device
+    masked = [(p, mask[n]) for n, p in model.named_parameters() if n in mask]
+    optimizer = torch.optim.Adam(model.parameters(), lr=params.lr, foreach=True)
+    generator = torch.Generator().manual_seed(seed)
+    train_split = splits["train"]
+    n_train = len(train_split.labels)
+    batch = params.batch_size
+    order, cursor = torch.randperm(n_train, generator=generator), 0
+    running_loss = torch.zeros((), device=device)
+    running_correct = torch.zeros((), device=device, dtype=torch.long)
+    seen = 0
+
+    def record(iteration: int) -> dict:
+        model.eval()
+        val_loss, val_acc = evaluate(model, splits["validation"])
+        test_loss, test_acc = evaluate(model, splits["test"])
+        model.train()
+        train_loss = running_loss.item() / seen if seen else math.nan
+        train_acc = running_correct.item() / seen if seen else math.nan
+        return {"iteration": iteration, "train_loss": train_loss, "train_accuracy": train_acc,
+                "validation_loss": val_loss, "validation_accuracy": val_acc,
+                "test_loss": test_loss, "test_accuracy": test_acc}
+
+    curve = [record(0)]
+    model.train()
+    bar = tqdm(range(1, params.iterations + 1), desc="train", unit="it", disable=None if progress is None else not progress, mininterval=1.0, leave=False)
+    for iteration in bar:
+        if cursor + batch > n_train:  # a new epoch: reshuffle, drop the ragged tail
+            order, cursor = torch.randperm(n_train, generator=generator), 0
+        idx = order[cursor:cursor + batch].to(device, non_blocking=True)
+        cursor += batch
+        images, labels = train_split.images[idx], train_split.labels[idx]
+        logits = model(images)
+        loss = F.cross_entropy(logits, labels)
+        optimizer.zero_grad(set_to_none=False)
+        loss.backward()
+        for p, m in masked:
+            p.grad.mul_(m)
+        optimizer.step()
+        with torch.no_grad():
+            running_loss += loss.detach() * len(labels)
+            running_correct += (logits.argmax(1) == labels).sum()
+        seen += len(labels)
+        if iteration % params.eval_every == 0 or iteration == params.iterations:
+            curve.append(record(iteration))
+            running_loss.zero_(), running_correct.zero_()
+            seen = 0
+            bar.set_postfix(val_loss=f"{curve[-1]['validation_loss']:.4f}",
+                            test_acc=f"{curve[-1]['test_accuracy']:.4f}", refresh=False)
+    bar.close()
+    return curve
+
+
+def curve_csv(curve: list[dict]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=CURVE_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for row in curve:
+        writer.writerow({k: ("" if isinstance(v, float) and math.isnan(v) else
+                             (repr(v) if isinstance(v, float) else v)) for k, v in row.items()})
+    return buffer.getvalue()
+
+
+def run(params: TrainParams, model_name: str, data_path: Path, ticket_path: Path,
+        mask_path: Path, out_dir: Path, seed: int) -> dict:
+    """Train the ticket at `ticket_path` under `mask_path`; write weights, curve, metrics."""
+    torch.set_num_threads(params.threads)
+    torch.manual_seed(seed)
+    device = resolve_device(params.device)
+    weights = load_arrays(ticket_path, made_by="init (round 0) or reset")
+    mask_np = masks.load(mask_path, made_by="init (round 0) or prune")
+    masks.check(mask_np, weights, str(mask_path))
+    splits = load_splits(data_path, device)
+    input_shape = tuple(splits["train"].images.shape[1:])
+    model = models.build(model_name, input_shape, num_classes=10)
+    models.load_arrays_into(model, weights)
+    model.to(device)
+    mask = {n: torch.from_numpy(m).to(device=device, dtype=torch.float32) for n, m in mask_np.items()}
+    with torch.no_grad():  # a ticket is already masked; this guards against one that is not
+        for n, p in model.named_parameters():
+            if n in mask:
+                p.mul_(mask[n])
+
+    curve = train(model, mask, splits, params, seed)
+    final_train_loss, final_train_acc = evaluate(model.eval(), splits["train"])
+    stop = early_stop(curve)
+    sparsity = masks.report(mask_np)
+    metrics = {
+        "seed": seed,
+        "iterations": params.iterations,
+        "percent_remaining": sparsity["percent_remaining"],
+        "weights_remaining": sparsity["remaining"],
+        "weights_total": sparsity["total"],
+        "early_stop_iteration": stop["iteration"],
+        "early_stop_validation_loss": stop["validation_loss"],
+        "early_stop_validation_accuracy": stop["validation_accuracy"],
+        "early_stop_test_accuracy": stop["test_accuracy"],
+        "final_test_accuracy": curve[-1]["test_accuracy"],
+        "final_validation_accuracy": curve[-1]["validation_accuracy"],
+        "final_train_accuracy": final_train_acc,
+        "final_train_loss": final_train_loss,
+    }
+    trained = models.state_arrays(model)
+    if any(np.count_nonzero(trained[n][~m]) for n, m in mask_np.items()):
+        raise AssertionError("a pruned weight moved during training")  # the masking invariant
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_arrays(out_dir / "trained.safetensors", trained)
+    write_text(out_dir / "curve.csv", curve_csv(curve))
+    write_json(out_dir / "metrics.json", metrics)
+    return metrics
