@@ -55,12 +55,14 @@ def read_json(path: str | Path, made_by: str) -> Any:
     return read(path, made_by, lambda p: json.loads(Path(p).read_text()))
 
 
-def save_arrays(path: str | Path, arrays: Arrays, metadata: dict[str, str] | None = None) -> None:
+def save_arrays(path: str | Path, arrays: Arrays) -> None:
+    """Save as safetensors. No metadata: its order in the header varies between runs,
+    which would break bit-identical artifacts."""
     from safetensors.numpy import save_file
 
     contiguous = {name: np.ascontiguousarray(a) for name, a in arrays.items()}
     with atomic_path(path) as tmp:
-        save_file(contiguous, str(tmp), metadata=metadata)
+        save_file(contiguous, str(tmp))
 
 
 def load_arrays(path: str | Path, made_by: str) -> Arrays:

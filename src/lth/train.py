@@ -44,12 +44,8 @@ class Split:
 
 
 def load_splits(path: Path, device: torch.device) -> dict[str, Split]:
-    from safetensors import safe_open
-
     arrays = load_arrays(path, made_by="data")
-    with safe_open(str(path), framework="numpy") as f:
-        meta = f.metadata()
-    mean, std = float(meta["mean"]), float(meta["std"])
+    mean, std = (float(v) for v in arrays["normalization"])
     splits = {}
     for name in ("train", "validation", "test"):
         images = torch.from_numpy(arrays[f"{name}_images"]).to(device)
@@ -75,12 +71,30 @@ def early_stop(curve: list[dict]) -> dict:
     return min(curve, key=lambda row: row["validation_loss"])
 
 
+def make_optimizer(model: torch.nn.Module, lr: float) -> torch.optim.Optimizer:
+    return torch.optim.Adam(model.parameters(), lr=lr, foreach=True)
+
+
+def step(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+         masked: list[tuple[torch.Tensor, torch.Tensor]], images: torch.Tensor,
+         labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One Adam step in which pruned weights get zero gradient; returns (loss, logits)."""
+    logits = model(images)
+    loss = F.cross_entropy(logits, labels)
+    optimizer.zero_grad(set_to_none=False)
+    loss.backward()
+    for p, m in masked:
+        p.grad.mul_(m)
+    optimizer.step()
+    return loss.detach(), logits.detach()
+
+
 def train(model: torch.nn.Module, mask: dict[str, torch.Tensor], splits: dict[str, Split],
           params: TrainParams, seed: int, progress: bool | None = None) -> list[dict]:
     """Train in place for params.iterations; return the evaluation curve."""
     device = splits["train"].images.device
     masked = [(p, mask[n]) for n, p in model.named_parameters() if n in mask]
-    optimizer = torch.optim.Adam(model.parameters(), lr=params.lr, foreach=True)
+    optimizer = make_optimizer(model, params.lr)
     generator = torch.Generator().manual_seed(seed)
     train_split = splits["train"]
     n_train = len(train_split.labels)
@@ -110,16 +124,9 @@ def train(model: torch.nn.Module, mask: dict[str, torch.Tensor], splits: dict[st
         idx = order[cursor:cursor + batch].to(device, non_blocking=True)
         cursor += batch
         images, labels = train_split.images[idx], train_split.labels[idx]
-        logits = model(images)
-        loss = F.cross_entropy(logits, labels)
-        optimizer.zero_grad(set_to_none=False)
-        loss.backward()
-        for p, m in masked:
-            p.grad.mul_(m)
-        optimizer.step()
-        with torch.no_grad():
-            running_loss += loss.detach() * len(labels)
-            running_correct += (logits.argmax(1) == labels).sum()
+        loss, logits = step(model, optimizer, masked, images, labels)
+        running_loss += loss * len(labels)
+        running_correct += (logits.argmax(1) == labels).sum()
         seen += len(labels)
         if iteration % params.eval_every == 0 or iteration == params.iterations:
             curve.append(record(iteration))

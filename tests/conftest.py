@@ -1,0 +1,139 @@
+"""Shared fixtures: a tiny params dict, real MNIST acquired once per session, workspaces."""
+
+from __future__ import annotations
+
+import copy
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent  # the venv's bin: lth, dvc, snakemake
+
+TINY = {
+    "experiment": "tiny",
+    "seeds": [0],
+    "data": {"dataset": "mnist", "validation_size": 500, "split_seed": 0, "train_subset": 1000,
+             "test_subset": 500, "local_dir": None},
+    "model": {"name": "lenet_300_100"},
+    "train": {"lr": 0.0012, "batch_size": 60, "iterations": 30, "eval_every": 10,
+              "device": "cpu", "threads": 1},
+    "prune": {"criterion": "large_final", "rates": {"conv": 0.1, "fc": 0.2, "output": 0.1},
+              "rounds": 2},
+    "figures": {"formats": ["png"], "dpi": 60, "curve_percents": [100, 64.1]},
+}
+
+
+@pytest.fixture
+def tiny_params() -> dict:
+    return copy.deepcopy(TINY)
+
+
+@pytest.fixture(scope="session")
+def mnist_dir(tmp_path_factory) -> Path:
+    """Real MNIST, acquired once per session the way `lth data` does (verified md5s)."""
+    from lth.data import acquire
+    from lth.params import DataParams
+
+    raw = tmp_path_factory.mktemp("mnist") / "raw"
+    acquire(DataParams(dataset="mnist", validation_size=5000, split_seed=0), raw)
+    return raw
+
+
+def tool_env() -> dict:
+    env = dict(os.environ)
+    env["PATH"] = f"{BIN}{os.pathsep}{env['PATH']}"
+    env["DVC_NO_ANALYTICS"] = "1"
+    return env
+
+
+def run(cmd: list[str], cwd: Path, env: dict | None = None, check: bool = True,
+        timeout: int = 900) -> subprocess.CompletedProcess:
+    result = subprocess.run(cmd, cwd=cwd, env=env or tool_env(), capture_output=True, text=True,
+                            timeout=timeout)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} exited {result.returncode}\n"
+                             f"--- stdout\n{result.stdout[-4000:]}\n--- stderr\n{result.stderr[-4000:]}")
+    return result
+
+
+def make_workspace(path: Path, params: dict) -> Path:
+    """A copy of the project's pipeline files with `params` as params.yaml."""
+    path.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(REPO / "workflow", path / "workflow", symlinks=True)
+    shutil.copytree(REPO / "src", path / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    write_params(path, params)
+    return path
+
+
+def write_params(workspace: Path, params: dict) -> None:
+    (workspace / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+class Pipeline:
+    """A workspace driven by one tool (dvc or snakemake); `repro` returns the stages that ran."""
+
+    def __init__(self, tool: str, path: Path, params: dict, mnist_dir: Path):
+        self.tool, self.path = tool, path
+        self.params = copy.deepcopy(params)
+        self.params["data"]["local_dir"] = str(mnist_dir)
+        self.env = tool_env()
+        self.env["DVC_SITE_CACHE_DIR"] = str(path.parent / f"{path.name}-dvc-site-cache")
+        make_workspace(path, self.params)
+        if tool == "dvc":
+            run(["dvc", "init", "--no-scm", "-q"], path, self.env)
+            run(["dvc", "config", "core.analytics", "false"], path, self.env)
+            run(["lth", "dvc-yaml"], path, self.env)
+
+    def set(self, dotted: str, value) -> None:
+        *parents, last = dotted.split(".")
+        node = self.params
+        for key in parents:
+            node = node[key]
+        node[last] = value
+        write_params(self.path, self.params)
+        if self.tool == "dvc":
+            run(["lth", "dvc-yaml"], self.path, self.env)
+
+    def repro(self) -> set[str]:
+        if self.tool == "dvc":
+            out = run(["dvc", "repro"], self.path, self.env).stdout
+            self.last_commands = re.findall(r"^> (lth .*)$", out, re.M)
+            return set(re.findall(r"^Running stage '([^']+)':", out, re.M))
+        result = run(["snakemake", "--cores", "2", "--printshellcmds"], self.path, self.env)
+        out = result.stdout + result.stderr
+        self.last_commands = [c.split(" > logs/")[0] for c in re.findall(r"^Shell command: (lth .*)$", out, re.M)]
+        return snakemake_jobs(out)
+
+
+def snakemake_jobs(log: str) -> set[str]:
+    """Stage ids (as dvc names them: train@s0-r01) of the jobs in a snakemake log."""
+    jobs = set()
+    for rule, block in re.findall(r"^(?:local)?rule (\w+):\n((?:    .*\n?)*)", log, re.M):
+        if rule == "all":
+            continue
+        wildcards = dict(re.findall(r"(\w+)=(\w+)", (re.findall(r"wildcards: (.*)", block) or [""])[0]))
+        if "round" in wildcards:
+            jobs.add(f"{rule}@s{wildcards['seed']}-r{wildcards['round']}")
+        elif "seed" in wildcards:
+            jobs.add(f"{rule}@s{wildcards['seed']}")
+        else:
+            jobs.add(rule)
+    return jobs
+
+
+def digests(root: Path, subdirs=("runs", "results", "data/prepared")) -> dict[str, str]:
+    import hashlib
+
+    out = {}
+    for sub in subdirs:
+        for f in sorted((root / sub).rglob("*")):
+            if f.is_file() and not f.name.startswith("."):
+                out[str(f.relative_to(root))] = hashlib.sha256(f.read_bytes()).hexdigest()
+    return out

@@ -1,0 +1,45 @@
+import numpy as np
+import pytest
+
+from lth.artifacts import ArtifactError, atomic_path, load_arrays, save_arrays
+from lth.cli import main
+
+
+def test_atomic_write_leaves_nothing_when_the_writer_fails(tmp_path):
+    target = tmp_path / "out.bin"
+    target.write_text("old")
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("killed")
+    assert target.read_text() == "old"
+    assert list(tmp_path.iterdir()) == [target]
+
+
+def test_truncated_artifact_names_file_and_stage(tmp_path):
+    path = tmp_path / "trained.safetensors"
+    save_arrays(path, {"fc1.weight": np.ones((30, 30), np.float32)})
+    path.write_bytes(path.read_bytes()[:50])
+    with pytest.raises(ArtifactError, match=r"trained.safetensors: unreadable .* rerun the 'train' stage"):
+        load_arrays(path, made_by="train")
+
+
+def test_cli_reports_a_corrupt_input_without_a_traceback(tmp_path, capsys):
+    bad = tmp_path / "theta0.safetensors"
+    bad.write_bytes(b"garbage")
+    mask = tmp_path / "mask.safetensors"
+    save_arrays(mask, {"fc1.weight": np.ones((2, 2), bool)})
+    code = main(["reset", "--theta0", str(bad), "--mask", str(mask), "--out", str(tmp_path / "t.safetensors")])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "theta0.safetensors: unreadable" in err and "'init' stage" in err
+    assert "Traceback" not in err
+    assert not (tmp_path / "t.safetensors").exists()
+
+
+def test_cli_reports_bad_params(tmp_path, capsys):
+    params = tmp_path / "params.yaml"
+    params.write_text("experiment: x\n")
+    code = main(["aggregate", "--params", str(params), "--out", str(tmp_path)])
+    assert code == 1
+    assert "params.yaml: (top level): 'seeds' is a required property" in capsys.readouterr().err

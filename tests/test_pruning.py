@@ -1,0 +1,64 @@
+import numpy as np
+import pytest
+
+from lth import masks, pruning
+
+LENET = {"fc1.weight": 784 * 300, "fc2.weight": 300 * 100, "output.weight": 100 * 10}
+RATES = {"fc": 0.2, "output": 0.1}
+# Frankle & Carbin: percent of LeNet weights remaining after rounds 0..20.
+PAPER_LADDER = [100, 80.0, 64.1, 51.3, 41.1, 32.9, 26.3, 21.1, 16.9, 13.5, 10.8, 8.7, 7.0, 5.6,
+                4.5, 3.6, 2.9, 2.3, 1.9, 1.5, 1.2]
+
+
+def test_percent_ladder_matches_the_paper_exactly():
+    ladder = pruning.percent_ladder(LENET, RATES, 20)
+    assert [round(p, 1) for p in ladder] == PAPER_LADDER
+
+
+def test_iterated_prune_follows_the_ladder():
+    rng = np.random.default_rng(0)
+    weights = {n: rng.normal(size=(s,)).astype(np.float32) for n, s in LENET.items()}
+    mask = {n: np.ones(s, dtype=bool) for n, s in LENET.items()}
+    for k in range(1, 16):
+        mask = pruning.prune(weights, mask, RATES)
+        assert round(masks.report(mask)["percent_remaining"], 1) == PAPER_LADDER[k]
+
+
+def test_prune_removes_smallest_magnitudes_of_survivors_per_layer():
+    w = {"fc1.weight": np.array([[0.5, -0.1, 3.0, -2.0, 0.2]], dtype=np.float32),
+         "output.weight": np.array([1.0, -4.0, 0.3, 2.0, 0.0, 5.0, -6.0, 7.0, 0.1, 8.0], dtype=np.float32)}
+    mask = {"fc1.weight": np.array([[True, True, True, True, False]]),
+            "output.weight": np.ones(10, dtype=bool)}
+    new = pruning.prune(w, mask, {"fc": 0.5, "output": 0.1})
+    # fc: 4 alive, drop 2 smallest |w| among alive (-0.1, 0.5); the dead 0.2 stays dead
+    assert new["fc1.weight"].tolist() == [[False, False, True, True, False]]
+    # output: 10 alive, drop 1: the 0.0
+    assert new["output.weight"].tolist() == [True] * 4 + [False] + [True] * 5
+
+
+def test_ties_are_broken_deterministically_by_position():
+    w = {"fc1.weight": np.ones((2, 3), dtype=np.float32)}
+    mask = {"fc1.weight": np.ones((2, 3), dtype=bool)}
+    new = pruning.prune(w, mask, {"fc": 0.5})
+    assert new["fc1.weight"].tolist() == [[True, True, True], [False, False, False]]
+    again = pruning.prune(w, mask, {"fc": 0.5})
+    assert np.array_equal(new["fc1.weight"], again["fc1.weight"])
+
+
+def test_biases_are_never_pruned():
+    weights = {"fc1.weight": np.ones((3, 2), np.float32), "fc1.bias": np.ones(3, np.float32)}
+    assert set(masks.dense(weights)) == {"fc1.weight"}
+
+
+def test_missing_rate_is_a_clear_error():
+    w = {"conv1.weight": np.ones((2, 1, 3, 3), np.float32)}
+    with pytest.raises(ValueError, match="prune.rates.conv"):
+        pruning.prune(w, masks.dense(w), {"fc": 0.2, "output": 0.1})
+
+
+def test_sparsity_report_counts_per_layer_and_total():
+    mask = {"fc1.weight": np.array([True, False, True, True]), "output.weight": np.array([False, True])}
+    r = masks.report(mask)
+    assert r["layers"]["fc1.weight"]["remaining"] == 3 and r["layers"]["fc1.weight"]["kind"] == "fc"
+    assert r["remaining"] == 4 and r["total"] == 6
+    assert r["percent_remaining"] == pytest.approx(100 * 4 / 6)

@@ -1,0 +1,103 @@
+import hashlib
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from lth import masks, models, pruning, reset, train
+from lth.artifacts import save_arrays
+from lth.params import TrainParams
+
+PARAMS = TrainParams(lr=1.2e-3, batch_size=20, iterations=40, eval_every=10, device="cpu", threads=1)
+
+
+@pytest.fixture
+def prepared(tmp_path):
+    """A small synthetic dataset in the prepared format, learnable from a few pixels."""
+    rng = np.random.default_rng(0)
+    arrays = {}
+    for split, n in (("train", 200), ("validation", 60), ("test", 60)):
+        labels = rng.integers(0, 10, n)
+        images = rng.integers(0, 50, (n, 1, 28, 28)).astype(np.uint8)
+        images[np.arange(n), 0, labels, labels] = 255
+        arrays[f"{split}_images"], arrays[f"{split}_labels"] = images, labels.astype(np.int64)
+    path = tmp_path / "prepared.safetensors"
+    arrays["normalization"] = np.array([0.1, 0.3])
+    save_arrays(path, arrays)
+    return path
+
+
+def half_mask(theta0):
+    rng = np.random.default_rng(3)
+    return {n: rng.random(w.shape) < 0.5 for n, w in theta0.items() if masks.is_prunable(n)}
+
+
+def test_pruned_weights_and_their_adam_state_stay_exactly_zero(prepared):
+    theta0 = models.make_theta0("lenet_300_100", "mnist", seed=0)
+    mask_np = half_mask(theta0)
+    model = models.load_arrays_into(models.build("lenet_300_100", (1, 28, 28), 10),
+                                    reset.ticket(theta0, mask_np))
+    splits = train.load_splits(prepared, torch.device("cpu"))
+    mask = {n: torch.from_numpy(m).float() for n, m in mask_np.items()}
+    params = dict(model.named_parameters())
+    masked = [(params[n], m) for n, m in mask.items()]
+    optimizer = train.make_optimizer(model, lr=0.01)
+    for i in range(5):
+        idx = torch.arange(i * 20, i * 20 + 20)
+        train.step(model, optimizer, masked, splits["train"].images[idx], splits["train"].labels[idx])
+        for name, m in mask_np.items():
+            p = params[name]
+            state = optimizer.state[p]
+            assert torch.all(p.detach()[~torch.from_numpy(m)] == 0), f"{name} pruned weight moved"
+            assert torch.all(state["exp_avg"][~torch.from_numpy(m)] == 0)
+            assert torch.all(state["exp_avg_sq"][~torch.from_numpy(m)] == 0)
+            # and the survivors do learn
+            assert not torch.equal(p.detach()[torch.from_numpy(m)],
+                                   torch.from_numpy(theta0[name][m]))
+
+
+def test_early_stop_is_the_first_minimum_of_validation_loss():
+    losses = [2.0, 0.9, 0.5, 0.7, 0.5, 0.6]
+    curve = [{"iteration": 100 * i, "validation_loss": v, "test_accuracy": 0.9 + i / 100}
+             for i, v in enumerate(losses)]
+    stop = train.early_stop(curve)
+    assert stop["iteration"] == 200 and stop["test_accuracy"] == pytest.approx(0.92)
+
+
+def run_round(tmp_path, prepared, name, mask_np=None):
+    theta0 = models.make_theta0("lenet_300_100", "mnist", seed=0)
+    mask_np = mask_np if mask_np is not None else masks.dense(theta0)
+    save_arrays(tmp_path / f"{name}-ticket.safetensors", reset.ticket(theta0, mask_np))
+    masks.save(tmp_path / f"{name}-mask.safetensors", mask_np)
+    out = tmp_path / name
+    metrics = train.run(PARAMS, "lenet_300_100", prepared, tmp_path / f"{name}-ticket.safetensors",
+                        tmp_path / f"{name}-mask.safetensors", out, seed=7)
+    return out, metrics
+
+
+def digest(directory):
+    return {f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in sorted(directory.iterdir())}
+
+
+def test_same_params_and_seed_give_bit_identical_outputs(tmp_path, prepared):
+    a, _ = run_round(tmp_path, prepared, "a")
+    b, _ = run_round(tmp_path, prepared, "b")
+    assert digest(a) == digest(b)
+    assert set(digest(a)) == {"trained.safetensors", "curve.csv", "metrics.json"}
+
+
+def test_run_writes_curve_and_metrics_and_respects_the_mask(tmp_path, prepared):
+    theta0 = models.make_theta0("lenet_300_100", "mnist", seed=0)
+    mask_np = pruning.prune(theta0, masks.dense(theta0), {"fc": 0.8, "output": 0.5})
+    out, metrics = run_round(tmp_path, prepared, "sparse", mask_np)
+    assert metrics["percent_remaining"] == pytest.approx(masks.report(mask_np)["percent_remaining"])
+    lines = (out / "curve.csv").read_text().splitlines()
+    assert lines[0].startswith("iteration,train_loss")
+    assert [int(line.split(",")[0]) for line in lines[1:]] == [0, 10, 20, 30, 40]
+    assert metrics["early_stop_iteration"] in {0, 10, 20, 30, 40}
+    assert 0 <= metrics["final_train_accuracy"] <= 1 and not math.isnan(metrics["final_train_loss"])
+    from lth.artifacts import load_arrays
+    trained = load_arrays(out / "trained.safetensors", "train")
+    for name, m in mask_np.items():
+        assert np.all(trained[name][~m] == 0)
