@@ -25,7 +25,10 @@ MIN_MAX = ("pi", 100)  # a 100% percentile interval is the min-max band
 
 
 def percent_label(p: float) -> str:
-    return f"{p:.3g}" if p < 10 else f"{p:.1f}".rstrip("0").rstrip(".")
+    """As the paper labels them: 100, 51.3, 7.0, 3.6, 0.45."""
+    if p >= 99.95:
+        return "100"
+    return f"{p:.1f}" if p >= 1 else f"{p:.2g}"
 
 
 def percent_axis(ax, percents) -> None:
