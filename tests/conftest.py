@@ -17,15 +17,21 @@ REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent  # the venv's bin: lth, dvc, snakemake
 
 TINY = {
-    "experiment": "tiny",
     "seeds": [0],
-    "data": {"dataset": "mnist", "validation_size": 500, "split_seed": 0, "train_subset": 1000,
-             "test_subset": 500, "local_dir": None},
-    "model": {"name": "lenet_300_100"},
-    "train": {"lr": 0.0012, "batch_size": 60, "iterations": 30, "eval_every": 10,
-              "device": "cpu", "threads": 1},
-    "prune": {"criterion": "large_final", "rates": {"conv": 0.1, "fc": 0.2, "output": 0.1},
-              "rounds": 2},
+    "runtime": {"device": "cpu", "threads": 1},
+    "data": {"validation_size": 500, "split_seed": 0, "train_subset": 1000, "test_subset": 500,
+             "local_dirs": {}},
+    "experiments": {
+        "tiny": {
+            "dataset": "mnist",
+            "model": {"name": "lenet_300_100"},
+            "train": {"lr": 0.0012, "batch_size": 60, "iterations": 30, "eval_every": 10},
+            "prune": {"schedule": "iterative", "scope": "layerwise", "criterion": "large_final",
+                      "rates": {"fc": 0.2, "output": 0.1}, "rounds": 2},
+            "reset": {"rewind_iteration": 0},
+            "controls": [],
+        },
+    },
     "figures": {"formats": ["png"], "dpi": 60, "curve_percents": [100, 64.1]},
 }
 
@@ -42,7 +48,7 @@ def mnist_dir(tmp_path_factory) -> Path:
     from lth.params import DataParams
 
     raw = tmp_path_factory.mktemp("mnist") / "raw"
-    acquire(DataParams(dataset="mnist", validation_size=5000, split_seed=0), raw)
+    acquire("mnist", DataParams(validation_size=5000, split_seed=0), raw)
     return raw
 
 
@@ -82,7 +88,7 @@ class Pipeline:
     def __init__(self, tool: str, path: Path, params: dict, mnist_dir: Path):
         self.tool, self.path = tool, path
         self.params = copy.deepcopy(params)
-        self.params["data"]["local_dir"] = str(mnist_dir)
+        self.params["data"]["local_dirs"] = {"mnist": str(mnist_dir)}
         self.env = tool_env()
         self.env["DVC_SITE_CACHE_DIR"] = str(path.parent / f"{path.name}-dvc-site-cache")
         make_workspace(path, self.params)
@@ -118,14 +124,26 @@ def snakemake_jobs(log: str) -> set[str]:
     for rule, block in re.findall(r"^(?:local)?rule (\w+):\n((?:    .*\n?)*)", log, re.M):
         if rule == "all":
             continue
-        wildcards = dict(re.findall(r"(\w+)=(\w+)", (re.findall(r"wildcards: (.*)", block) or [""])[0]))
-        if "round" in wildcards:
-            jobs.add(f"{rule}@s{wildcards['seed']}-r{wildcards['round']}")
-        elif "seed" in wildcards:
-            jobs.add(f"{rule}@s{wildcards['seed']}")
-        else:
-            jobs.add(rule)
+        outputs = re.findall(r"output: (.*)", block)[0].split(", ")
+        jobs.add(stage_id_of(rule, outputs))
     return jobs
+
+
+def stage_id_of(rule: str, outputs: list[str]) -> str:
+    """dvc's name for the stage that makes `outputs`, e.g. train@tiny-s0-r01-reinit."""
+    path = outputs[-1]
+    if rule in ("aggregate", "figures", "report"):
+        return rule
+    if rule == "data":
+        return f"data@{Path(path).stem}"
+    m = re.match(r"runs/([^/]+)/seed(\d+)(?:/round(\d\d))?(?:/(reinit|random))?/", path)
+    experiment, seed, k, branch = m.groups()
+    if rule == "init":
+        return f"init@{experiment}-s{seed}"
+    key = f"{experiment}-s{seed}-r{k}"
+    if branch and rule in ("train", "reset"):
+        key += f"-{branch}"
+    return f"{rule}@{key}"
 
 
 def digests(root: Path, subdirs=("runs", "results", "data/prepared")) -> dict[str, str]:
@@ -137,3 +155,14 @@ def digests(root: Path, subdirs=("runs", "results", "data/prepared")) -> dict[st
             if f.is_file() and not f.name.startswith("."):
                 out[str(f.relative_to(root))] = hashlib.sha256(f.read_bytes()).hexdigest()
     return out
+
+
+@pytest.fixture(scope="session")
+def fashion_dir(tmp_path_factory) -> Path:
+    """Real Fashion-MNIST, acquired once per session the way `lth data` does."""
+    from lth.data import acquire
+    from lth.params import DataParams
+
+    raw = tmp_path_factory.mktemp("fashion") / "raw"
+    acquire("fashion_mnist", DataParams(validation_size=5000, split_seed=0), raw)
+    return raw

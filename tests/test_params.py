@@ -5,26 +5,37 @@ from conftest import REPO
 from lth.params import ParamsError, from_dict, load
 
 
-def test_repository_params_are_valid():
+def test_repository_params_are_valid_and_the_papers():
     p = load(REPO / "params.yaml")
-    assert p.model.name == "lenet_300_100"
-    assert p.train.lr == 0.0012 and p.train.batch_size == 60 and p.train.eval_every == 100
-    assert p.prune.rates == {"conv": 0.1, "fc": 0.2, "output": 0.1}
+    e = p.experiments["lenet_mnist"]
+    assert e.model.name == "lenet_300_100" and e.dataset == "mnist"
+    assert e.train.lr == 0.0012 and e.train.batch_size == 60 and e.train.eval_every == 100
+    assert e.prune.rates == {"fc": 0.2, "output": 0.1} and e.prune.rounds == 15
+
+
+def tiny(p):
+    return p["experiments"]["tiny"]
 
 
 @pytest.mark.parametrize(
     "change, words",
     [
-        (lambda p: p["train"].update(lrr=0.1), ["unknown key 'lrr'", "in train", "allowed keys"]),
+        (lambda p: tiny(p)["train"].update(lrr=0.1), ["unknown key 'lrr'", "in experiments.tiny.train", "allowed keys"]),
         (lambda p: p.update(sedes=[0]), ["unknown key 'sedes'", "top level"]),
-        (lambda p: p["train"].pop("lr"), ["train", "'lr' is a required property"]),
-        (lambda p: p["train"].update(iterations="many"), ["train.iterations = 'many'", "wrong type"]),
-        (lambda p: p["train"].update(iterations=0), ["train.iterations = 0", "at least 1"]),
-        (lambda p: p["prune"]["rates"].update(fc=1.0), ["prune.rates.fc = 1.0", "less than 1"]),
-        (lambda p: p["prune"]["rates"].update(fc=-0.1), ["prune.rates.fc = -0.1", "at least 0"]),
-        (lambda p: p["model"].update(name="resnet"), ["model.name = 'resnet'", "lenet_300_100"]),
+        (lambda p: tiny(p)["train"].pop("lr"), ["experiments.tiny.train", "'lr' is a required property"]),
+        (lambda p: tiny(p)["train"].update(iterations="many"),
+         ["experiments.tiny.train.iterations = 'many'", "wrong type"]),
+        (lambda p: tiny(p)["train"].update(iterations=0), ["experiments.tiny.train.iterations = 0", "at least 1"]),
+        (lambda p: tiny(p)["prune"]["rates"].update(fc=1.0), ["experiments.tiny.prune.rates.fc = 1.0", "less than 1"]),
+        (lambda p: tiny(p)["prune"]["rates"].update(fc=-0.1), ["prune.rates.fc = -0.1", "at least 0"]),
+        (lambda p: tiny(p)["model"].update(name="resnet"), ["experiments.tiny.model.name = 'resnet'", "conv6"]),
+        (lambda p: tiny(p).update(dataset="imagenet"), ["experiments.tiny.dataset = 'imagenet'", "cifar10"]),
+        (lambda p: tiny(p).update(controls=["reinit", "bogus"]), ["controls.1 = 'bogus'", "random"]),
         (lambda p: p.update(seeds=[1, 1]), ["seeds = [1, 1]", "duplicates"]),
-        (lambda p: p["train"].update(eval_every=100), ["train.eval_every = 100", "train.iterations = 30"]),
+        (lambda p: tiny(p)["train"].update(eval_every=100),
+         ["experiments.tiny.train.eval_every = 100", "train.iterations = 30"]),
+        (lambda p: tiny(p)["model"].update(name="conv2"), ["experiments.tiny.prune.rates.conv is missing"]),
+        (lambda p: tiny(p)["reset"].update(rewind_iteration=31), ["rewind_iteration = 31", "train.iterations = 30"]),
     ],
 )
 def test_bad_params_name_key_value_and_what_is_allowed(tiny_params, change, words):
@@ -47,4 +58,4 @@ def test_yaml_syntax_error_names_the_file(tmp_path):
 def test_tiny_params_round_trip(tmp_path, tiny_params):
     f = tmp_path / "params.yaml"
     f.write_text(yaml.safe_dump(tiny_params))
-    assert load(f).prune.rounds == 2
+    assert load(f).experiments["tiny"].prune.rounds == 2

@@ -1,23 +1,35 @@
 """Real `dvc repro` and real `snakemake --cores 2` on a tiny config: which stages rerun.
 
 The same sequence of edits runs under each tool; after each edit we assert exactly
-which stages ran, from the tool's own log.
+which stages ran, from the tool's own log. Stage ids are dvc's (`train@tiny-s0-r01`);
+Snakemake jobs are mapped to them by their outputs.
 """
+
+import copy
 
 import pytest
 
-from conftest import Pipeline, TINY, digests
+from conftest import TINY, Pipeline, digests
 
 pytestmark = pytest.mark.pipeline
+RESULTS = {"aggregate", "figures", "report"}
 
 
-def ids(name, rounds, seeds=(0,)):
-    return {f"{name}@s{s}-r{k:02d}" for s in seeds for k in rounds}
+def ids(name, experiment, seeds, rounds, suffix=""):
+    return {f"{name}@{experiment}-s{s}-r{k:02d}{suffix}" for s in seeds for k in rounds}
 
 
-def lineage(rounds):
-    """prune, reset and train of the given rounds (round 0 has only train)."""
-    return ids("train", rounds) | ids("prune", [k for k in rounds if k]) | ids("reset", [k for k in rounds if k])
+def lineage(rounds, experiment="tiny", seeds=(0,)):
+    """train of the given rounds, and prune and reset of those after round 0."""
+    pruned = [k for k in rounds if k]
+    return (ids("train", experiment, seeds, rounds) | ids("prune", experiment, seeds, pruned)
+            | ids("reset", experiment, seeds, pruned))
+
+
+def controls(rounds, experiment="tiny", seeds=(0,)):
+    return (ids("reinit", experiment, seeds, rounds) | ids("train", experiment, seeds, rounds, "-reinit")
+            | ids("shuffle", experiment, seeds, rounds) | ids("reset", experiment, seeds, rounds, "-random")
+            | ids("train", experiment, seeds, rounds, "-random"))
 
 
 @pytest.fixture(scope="module", params=["dvc", "snakemake"])
@@ -26,7 +38,7 @@ def pipe(request, tmp_path_factory, mnist_dir):
 
 
 def test_first_run_runs_every_stage(pipe):
-    assert pipe.repro() == {"data", "init@s0", "aggregate", "figures"} | lineage(range(3))
+    assert pipe.repro() == {"data@mnist", "init@tiny-s0"} | lineage(range(3)) | RESULTS
 
 
 def test_unchanged_pipeline_reruns_nothing(pipe):
@@ -34,22 +46,22 @@ def test_unchanged_pipeline_reruns_nothing(pipe):
 
 
 def test_more_rounds_run_only_the_new_rounds_then_aggregation(pipe):
-    pipe.set("prune.rounds", 3)
-    assert pipe.repro() == lineage([3]) | {"aggregate", "figures"}
+    pipe.set("experiments.tiny.prune.rounds", 3)
+    assert pipe.repro() == lineage([3]) | RESULTS
 
 
 def test_new_prune_rates_keep_the_dense_round_and_rerun_the_rest(pipe):
-    pipe.set("prune.rates.fc", 0.3)
+    pipe.set("experiments.tiny.prune.rates.fc", 0.3)
     ran = pipe.repro()
-    assert "train@s0-r00" not in ran
-    assert ran == lineage([1, 2, 3]) | {"aggregate", "figures"}
+    assert "train@tiny-s0-r00" not in ran
+    assert ran == lineage([1, 2, 3]) | RESULTS
 
 
 def test_a_training_hyperparameter_reruns_every_training(pipe):
-    pipe.set("train.lr", 0.002)
+    pipe.set("experiments.tiny.train.lr", 0.002)
     ran = pipe.repro()
-    assert ids("train", range(4)) <= ran
-    assert ran == lineage(range(4)) | {"aggregate", "figures"}
+    assert ids("train", "tiny", [0], range(4)) <= ran
+    assert ran == lineage(range(4)) | RESULTS
 
 
 def test_figure_settings_rerun_only_the_figures(pipe):
@@ -58,10 +70,61 @@ def test_figure_settings_rerun_only_the_figures(pipe):
     assert pipe.repro() == set()
 
 
+def test_controls_branch_off_the_rounds_without_retraining_the_lineage(pipe):
+    pipe.set("experiments.tiny.controls", ["reinit", "random"])
+    ran = pipe.repro()
+    assert not ran & lineage(range(4))
+    assert ran == controls([1, 2, 3]) | RESULTS
+
+
+def test_adding_a_seed_runs_only_that_seeds_chain(pipe):
+    pipe.set("seeds", [0, 1])
+    ran = pipe.repro()
+    assert ran == {"init@tiny-s1"} | lineage(range(4), seeds=[1]) | controls([1, 2, 3], seeds=[1]) | RESULTS
+
+
+def test_a_lineage_differing_only_in_rates_reuses_round_0(pipe):
+    other = copy.deepcopy(pipe.params["experiments"]["tiny"])
+    other["prune"]["rates"]["fc"] = 0.5
+    other["controls"] = []
+    pipe.set("experiments.tiny_b", other)
+    ran = pipe.repro()
+    assert not any(s.startswith(("init@tiny_b", "train@tiny_b-s0-r00", "train@tiny_b-s1-r00")) for s in ran)
+    assert ran == lineage([1, 2, 3], "tiny_b", seeds=[0, 1]) | RESULTS
+    assert (pipe.path / "runs/tiny_b/seed0/round01/trained.safetensors").exists()
+    assert not (pipe.path / "runs/tiny_b/seed0/round00").exists()
+
+
 def test_both_tools_run_the_same_commands_and_make_identical_artifacts(tmp_path, mnist_dir):
-    dvc = Pipeline("dvc", tmp_path / "dvc", TINY, mnist_dir)
-    smk = Pipeline("snakemake", tmp_path / "smk", TINY, mnist_dir)
+    params = copy.deepcopy(TINY)
+    params["experiments"]["tiny"]["controls"] = ["reinit", "random"]
+    dvc = Pipeline("dvc", tmp_path / "dvc", params, mnist_dir)
+    smk = Pipeline("snakemake", tmp_path / "smk", params, mnist_dir)
     assert dvc.repro() == smk.repro()
     assert sorted(dvc.last_commands) == sorted(smk.last_commands)
     a, b = digests(dvc.path), digests(smk.path)
-    assert len(a) > 20 and a == b
+    assert len(a) > 40 and a == b
+    assert (dvc.path / "results/report.md").read_text() == (smk.path / "results/report.md").read_text()
+
+
+def test_conv_models_run_end_to_end_on_fashion_mnist(tmp_path, mnist_dir, fashion_dir):
+    params = copy.deepcopy(TINY)
+    params["data"]["train_subset"] = 300
+    params["data"]["test_subset"] = 200
+    params["experiments"] = {
+        f"{m}_fashion": {
+            "dataset": "fashion_mnist", "model": {"name": m, "dropout": 0.5},
+            "train": {"lr": 0.0003, "batch_size": 60, "iterations": 10, "eval_every": 5},
+            "prune": {"schedule": "iterative", "scope": "layerwise", "criterion": "large_final",
+                      "rates": {"conv": 0.15, "fc": 0.2, "output": 0.1}, "rounds": 1},
+            "reset": {"rewind_iteration": 0}, "controls": ["reinit"],
+        } for m in ("conv2", "conv6")
+    }
+    pipe = Pipeline("snakemake", tmp_path / "ws", params, mnist_dir)
+    pipe.set("data.local_dirs", {"fashion_mnist": str(fashion_dir)})
+    ran = pipe.repro()
+    assert {"data@fashion_mnist", "train@conv6_fashion-s0-r01", "train@conv6_fashion-s0-r01-reinit"} <= ran
+    report = (pipe.path / "results/report.md").read_text()
+    assert "## conv6_fashion: conv6 on fashion_mnist" in report
+    assert "Fashion-MNIST stands in for CIFAR-10" in report
+    assert (pipe.path / "results/figures/fig5_fashion_mnist.png").stat().st_size > 10_000

@@ -18,7 +18,7 @@ def test_repository_dvc_yaml_is_in_sync_with_params_yaml():
 def test_check_fails_loudly_when_params_and_dvc_yaml_disagree(tmp_path, tiny_params):
     dvc_yaml = tmp_path / "dvc.yaml"
     dvc_yaml.write_text(plan.dvc_yaml(from_dict(tiny_params)))
-    tiny_params["prune"]["rounds"] = 3
+    tiny_params["experiments"]["tiny"]["prune"]["rounds"] = 3
     with pytest.raises(LthError, match="out of date with params.yaml.*lth dvc-yaml"):
         plan.check_dvc_yaml(from_dict(tiny_params), dvc_yaml)
 
@@ -32,15 +32,54 @@ def test_lth_check_command_exits_nonzero_when_out_of_sync(tmp_path, tiny_params)
     assert "dvc.yaml is out of date" in result.stderr
 
 
+def stages_of(params):
+    return {s.id: s for s in plan.stages(from_dict(params))}
+
+
 def test_plan_chains_rounds_through_prune_reset_train(tiny_params):
-    stages = {s.id: s for s in plan.stages(from_dict(tiny_params))}
+    stages = stages_of(tiny_params)
     r1 = "runs/tiny/seed0/round01"
-    assert "runs/tiny/seed0/round00/trained.safetensors" in stages["prune@s0-r01"].deps
-    assert stages["prune@s0-r01"].outs == (f"{r1}/mask.safetensors",)
-    assert set(stages["reset@s0-r01"].deps) >= {f"{r1}/mask.safetensors", "runs/tiny/seed0/theta0.safetensors"}
-    assert set(stages["train@s0-r01"].deps) >= {f"{r1}/ticket.safetensors", f"{r1}/mask.safetensors"}
-    assert stages["train@s0-r00"].params == ("model", "train")
-    assert "prune.rates" not in stages["train@s0-r00"].params  # so new rates keep round 0
+    assert "runs/tiny/seed0/round00/trained.safetensors" in stages["prune@tiny-s0-r01"].deps
+    assert stages["prune@tiny-s0-r01"].outs == (f"{r1}/mask.safetensors",)
+    assert set(stages["reset@tiny-s0-r01"].deps) >= {f"{r1}/mask.safetensors", "runs/tiny/seed0/theta0.safetensors"}
+    assert set(stages["train@tiny-s0-r01"].deps) >= {f"{r1}/ticket.safetensors", f"{r1}/mask.safetensors"}
+    assert "experiments.tiny.train" in stages["train@tiny-s0-r00"].params
+    assert not any("prune" in x for x in stages["train@tiny-s0-r00"].params)  # new rates keep round 0
+
+
+def test_controls_reuse_the_rounds_mask(tiny_params):
+    tiny_params["experiments"]["tiny"]["controls"] = ["reinit", "random"]
+    stages = stages_of(tiny_params)
+    mask = "runs/tiny/seed0/round02/mask.safetensors"
+    assert mask in stages["reinit@tiny-s0-r02"].deps
+    assert stages["train@tiny-s0-r02-reinit"].item["mask"] == mask
+    assert mask in stages["shuffle@tiny-s0-r02"].deps
+    random_mask = "runs/tiny/seed0/round02/random/mask.safetensors"
+    assert set(stages["reset@tiny-s0-r02-random"].deps) >= {random_mask, "runs/tiny/seed0/theta0.safetensors"}
+    assert stages["train@tiny-s0-r02-random"].item["mask"] == random_mask
+
+
+def test_lineages_with_the_same_round_0_share_it(tiny_params):
+    other = dict(tiny_params["experiments"]["tiny"], prune={**tiny_params["experiments"]["tiny"]["prune"],
+                                                           "schedule": "one_shot"})
+    tiny_params["experiments"]["oneshot"] = other
+    stages = stages_of(tiny_params)
+    assert "init@oneshot-s0" not in stages and "train@oneshot-s0-r00" not in stages
+    # one-shot prunes round 0's trained weights straight to round k's count
+    prune2 = stages["prune@oneshot-s0-r02"]
+    assert "runs/tiny/seed0/round00/trained.safetensors" in prune2.deps and "--steps 2" in prune2.cmd
+    assert "runs/tiny/seed0/theta0.safetensors" in stages["reset@oneshot-s0-r02"].deps
+    # a different training does not share
+    tiny_params["experiments"]["oneshot"]["train"] = dict(other["train"], lr=0.1)
+    assert "train@oneshot-s0-r00" in stages_of(tiny_params)
+
+
+def test_rewinding_resets_to_round_0s_weights_at_iteration_k(tiny_params):
+    tiny_params["experiments"]["tiny"]["reset"]["rewind_iteration"] = 10
+    stages = stages_of(tiny_params)
+    assert "runs/tiny/seed0/round00/rewind.safetensors" in stages["reset@tiny-s0-r02"].deps
+    assert "runs/tiny/seed0/round00/rewind.safetensors" in stages["train@tiny-s0-r00"].outs
+    assert "experiments.tiny.reset" in stages["train@tiny-s0-r00"].params
 
 
 def test_generated_dvc_yaml_expands_to_the_plans_commands(tiny_params):
@@ -57,6 +96,7 @@ def test_generated_dvc_yaml_expands_to_the_plans_commands(tiny_params):
                 cmd = cmd.replace("${item.%s}" % field, str(value))
             expanded[f"{name}@{key}"] = cmd
     assert expanded == {s.id: s.cmd for s in plan.stages(p)}
+    assert "experiments.tiny.train" in doc["train"]["do"]["params"][2].replace("${item.experiment}", "tiny")
 
 
 def test_prune_and_reset_do_not_import_torch(tmp_path, tiny_params):
@@ -68,7 +108,7 @@ def test_prune_and_reset_do_not_import_torch(tmp_path, tiny_params):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(tiny_params))
     script = (
         "import sys\nfrom lth.cli import main\n"
-        "assert main(['prune', '--trained', 'w.safetensors', '--mask', 'm.safetensors', '--out', 'm1.safetensors']) == 0\n"
+        "assert main(['prune', '--experiment', 'tiny', '--trained', 'w.safetensors', '--mask', 'm.safetensors', '--out', 'm1.safetensors']) == 0\n"
         "assert main(['reset', '--theta0', 'w.safetensors', '--mask', 'm1.safetensors', '--out', 't.safetensors']) == 0\n"
         "heavy = [m for m in ('torch', 'torchvision', 'pandas', 'matplotlib') if m in sys.modules]\n"
         "assert not heavy, heavy\n"

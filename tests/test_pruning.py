@@ -62,3 +62,40 @@ def test_sparsity_report_counts_per_layer_and_total():
     assert r["layers"]["fc1.weight"]["remaining"] == 3 and r["layers"]["fc1.weight"]["kind"] == "fc"
     assert r["remaining"] == 4 and r["total"] == 6
     assert r["percent_remaining"] == pytest.approx(100 * 4 / 6)
+
+
+def test_random_pruning_matches_the_tickets_per_layer_sparsity():
+    rng = np.random.default_rng(5)
+    weights = {n: rng.normal(size=(s,)).astype(np.float32) for n, s in LENET.items()}
+    mask = {n: np.ones(s, dtype=bool) for n, s in LENET.items()}
+    for _ in range(4):
+        mask = pruning.prune(weights, mask, RATES)
+    random = pruning.shuffle(mask, seed=3)
+    for name in mask:
+        assert random[name].sum() == mask[name].sum()  # same count per layer
+        assert not np.array_equal(random[name], mask[name])  # but other weights
+    assert all(np.array_equal(random[n], pruning.shuffle(mask, seed=3)[n]) for n in mask)
+
+
+def test_one_shot_reaches_the_iterative_count_in_one_step():
+    rng = np.random.default_rng(6)
+    weights = {n: rng.normal(size=(s,)).astype(np.float32) for n, s in LENET.items()}
+    dense = {n: np.ones(s, dtype=bool) for n, s in LENET.items()}
+    one_shot = pruning.prune(weights, dense, RATES, steps=7)
+    assert round(masks.report(one_shot)["percent_remaining"], 1) == PAPER_LADDER[7]
+    # and keeps the largest weights of each layer
+    w = np.abs(weights["fc2.weight"])
+    assert w[one_shot["fc2.weight"]].min() >= w[~one_shot["fc2.weight"]].max()
+
+
+def test_global_pruning_shares_one_threshold_across_layers_of_a_kind():
+    w = {"conv1.weight": np.array([1.0, 2.0, 3.0, 4.0], np.float32),
+         "conv2.weight": np.array([10.0, 20.0, 30.0, 40.0], np.float32),
+         "output.weight": np.array([1.0, 2.0], np.float32)}
+    dense = {n: np.ones(a.shape, bool) for n, a in w.items()}
+    m = pruning.prune(w, dense, {"conv": 0.5, "fc": 0.2, "output": 0.0}, scope="global")
+    assert m["conv1.weight"].tolist() == [False] * 4  # the 4 smallest conv weights are all in conv1
+    assert m["conv2.weight"].tolist() == [True] * 4
+    assert m["output.weight"].all()  # rate 0: not pruned
+    layer = pruning.prune(w, dense, {"conv": 0.5, "fc": 0.2, "output": 0.0}, scope="layerwise")
+    assert layer["conv1.weight"].tolist() == [False, False, True, True]

@@ -7,9 +7,17 @@ import torch
 
 from lth import masks, models, pruning, reset, train
 from lth.artifacts import save_arrays
-from lth.params import TrainParams
+from lth.params import (Experiment, ModelParams, PruneParams, ResetParams, RuntimeParams,
+                        TrainParams)
 
-PARAMS = TrainParams(lr=1.2e-3, batch_size=20, iterations=40, eval_every=10, device="cpu", threads=1)
+PARAMS = TrainParams(lr=1.2e-3, batch_size=20, iterations=40, eval_every=10)
+RUNTIME = RuntimeParams(device="cpu", threads=1)
+
+
+def experiment(rewind=0):
+    return Experiment(name="t", dataset="mnist", model=ModelParams("lenet_300_100"), train=PARAMS,
+                      prune=PruneParams("iterative", "layerwise", "large_final", {"fc": 0.2, "output": 0.1}, 1),
+                      reset=ResetParams(rewind_iteration=rewind))
 
 
 @pytest.fixture
@@ -23,7 +31,7 @@ def prepared(tmp_path):
         images[np.arange(n), 0, labels, labels] = 255
         arrays[f"{split}_images"], arrays[f"{split}_labels"] = images, labels.astype(np.int64)
     path = tmp_path / "prepared.safetensors"
-    arrays["normalization"] = np.array([0.1, 0.3])
+    arrays["normalization"] = np.array([[0.1], [0.3]])  # per-channel mean, std
     save_arrays(path, arrays)
     return path
 
@@ -65,13 +73,13 @@ def test_early_stop_is_the_first_minimum_of_validation_loss():
     assert stop["iteration"] == 200 and stop["test_accuracy"] == pytest.approx(0.92)
 
 
-def run_round(tmp_path, prepared, name, mask_np=None):
+def run_round(tmp_path, prepared, name, mask_np=None, rewind=0):
     theta0 = models.make_theta0("lenet_300_100", "mnist", seed=0)
     mask_np = mask_np if mask_np is not None else masks.dense(theta0)
     save_arrays(tmp_path / f"{name}-ticket.safetensors", reset.ticket(theta0, mask_np))
     masks.save(tmp_path / f"{name}-mask.safetensors", mask_np)
     out = tmp_path / name
-    metrics = train.run(PARAMS, "lenet_300_100", prepared, tmp_path / f"{name}-ticket.safetensors",
+    metrics = train.run(experiment(rewind), RUNTIME, prepared, tmp_path / f"{name}-ticket.safetensors",
                         tmp_path / f"{name}-mask.safetensors", out, seed=7)
     return out, metrics
 
@@ -84,7 +92,7 @@ def test_same_params_and_seed_give_bit_identical_outputs(tmp_path, prepared):
     a, _ = run_round(tmp_path, prepared, "a")
     b, _ = run_round(tmp_path, prepared, "b")
     assert digest(a) == digest(b)
-    assert set(digest(a)) == {"trained.safetensors", "curve.csv", "metrics.json"}
+    assert set(digest(a)) == {"trained.safetensors", "rewind.safetensors", "curve.csv", "metrics.json"}
 
 
 def test_run_writes_curve_and_metrics_and_respects_the_mask(tmp_path, prepared):
@@ -101,3 +109,27 @@ def test_run_writes_curve_and_metrics_and_respects_the_mask(tmp_path, prepared):
     trained = load_arrays(out / "trained.safetensors", "train")
     for name, m in mask_np.items():
         assert np.all(trained[name][~m] == 0)
+
+
+def test_rewind_point_is_the_weights_at_iteration_k(tmp_path, prepared):
+    """Late resetting: the rewind artifact equals a fresh run stopped after k iterations."""
+    from lth.artifacts import load_arrays
+
+    full, _ = run_round(tmp_path, prepared, "full", rewind=13)
+    rewind = load_arrays(full / "rewind.safetensors", "train")
+    short = experiment(rewind=13)
+    short = Experiment(**{**short.__dict__, "train": TrainParams(**{**PARAMS.__dict__, "iterations": 13,
+                                                                     "eval_every": 13})})
+    theta0 = models.make_theta0("lenet_300_100", "mnist", seed=0)
+    train.run(short, RUNTIME, prepared, tmp_path / "full-ticket.safetensors", tmp_path / "full-mask.safetensors",
+              tmp_path / "short", seed=7)
+    after_13 = load_arrays(tmp_path / "short" / "trained.safetensors", "train")
+    for name in theta0:
+        assert np.array_equal(rewind[name], after_13[name])
+        assert not np.array_equal(rewind[name], theta0[name]) or name.endswith("bias")
+    # the reset of a later round starts the survivors from that point
+    mask = pruning.prune(load_arrays(full / "trained.safetensors", "train"), masks.dense(theta0),
+                         {"fc": 0.5, "output": 0.5})
+    ticket = reset.ticket(rewind, mask)
+    m = mask["fc1.weight"]
+    assert np.array_equal(ticket["fc1.weight"][m], after_13["fc1.weight"][m])

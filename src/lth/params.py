@@ -6,7 +6,7 @@ Every error names the file, the key, the bad value and what is allowed, so that
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,18 +22,24 @@ class ParamsError(LthError, ValueError):
 
 
 @dataclass(frozen=True)
+class RuntimeParams:
+    device: str
+    threads: int
+
+
+@dataclass(frozen=True)
 class DataParams:
-    dataset: str
     validation_size: int
     split_seed: int
     train_subset: int | None = None
     test_subset: int | None = None
-    local_dir: str | None = None
+    local_dirs: dict[str, str | None] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class ModelParams:
     name: str
+    dropout: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -42,15 +48,31 @@ class TrainParams:
     batch_size: int
     iterations: int
     eval_every: int
-    device: str
-    threads: int
 
 
 @dataclass(frozen=True)
 class PruneParams:
+    schedule: str
+    scope: str
     criterion: str
     rates: dict[str, float]
     rounds: int
+
+
+@dataclass(frozen=True)
+class ResetParams:
+    rewind_iteration: int = 0
+
+
+@dataclass(frozen=True)
+class Experiment:
+    name: str
+    dataset: str
+    model: ModelParams
+    train: TrainParams
+    prune: PruneParams
+    reset: ResetParams
+    controls: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -62,12 +84,10 @@ class FigureParams:
 
 @dataclass(frozen=True)
 class Params:
-    experiment: str
     seeds: list[int]
+    runtime: RuntimeParams
     data: DataParams
-    model: ModelParams
-    train: TrainParams
-    prune: PruneParams
+    experiments: dict[str, Experiment]
     figures: FigureParams
 
 
@@ -98,12 +118,20 @@ def validate(raw: dict[str, Any], source: str | Path = "params.yaml") -> None:
     errors = sorted(validator.iter_errors(raw), key=lambda e: list(map(str, e.absolute_path)))
     if errors:
         raise ParamsError(f"{source}: {describe(errors[0])}")
-    train = raw["train"]
-    if train["eval_every"] > train["iterations"]:
-        raise ParamsError(
-            f"{source}: train.eval_every = {train['eval_every']} is larger than "
-            f"train.iterations = {train['iterations']}; it must be at most the number of iterations"
-        )
+    for name, e in raw["experiments"].items():
+        where = f"{source}: experiments.{name}"
+        if e["train"]["eval_every"] > e["train"]["iterations"]:
+            raise ParamsError(
+                f"{where}.train.eval_every = {e['train']['eval_every']} is larger than "
+                f"train.iterations = {e['train']['iterations']}; it must be at most the number of iterations"
+            )
+        if e["model"]["name"].startswith("conv") and "conv" not in e["prune"]["rates"]:
+            raise ParamsError(f"{where}.prune.rates.conv is missing; model {e['model']['name']} "
+                              "has conv layers and needs a rate for them (paper: 0.1 or 0.15)")
+        rewind = e["reset"]["rewind_iteration"]
+        if rewind > e["train"]["iterations"]:
+            raise ParamsError(f"{where}.reset.rewind_iteration = {rewind} is beyond "
+                              f"train.iterations = {e['train']['iterations']}")
 
 
 def describe(error: Any) -> str:
@@ -135,15 +163,21 @@ def describe(error: Any) -> str:
     return f"{key} = {value!r}: {error.message}"
 
 
+def experiment(name: str, raw: dict[str, Any]) -> Experiment:
+    return Experiment(
+        name=name, dataset=raw["dataset"], model=ModelParams(**raw["model"]),
+        train=TrainParams(**raw["train"]), prune=PruneParams(**raw["prune"]),
+        reset=ResetParams(**raw["reset"]), controls=tuple(raw.get("controls", [])),
+    )
+
+
 def from_dict(raw: dict[str, Any], source: str | Path = "params.yaml") -> Params:
     validate(raw, source)
     return Params(
-        experiment=raw["experiment"],
         seeds=list(raw["seeds"]),
+        runtime=RuntimeParams(**raw["runtime"]),
         data=DataParams(**raw["data"]),
-        model=ModelParams(**raw["model"]),
-        train=TrainParams(**raw["train"]),
-        prune=PruneParams(**raw["prune"]),
+        experiments={name: experiment(name, e) for name, e in raw["experiments"].items()},
         figures=FigureParams(**raw["figures"]),
     )
 

@@ -5,8 +5,10 @@ is generated from it (`lth dvc-yaml`) and checked against it (`lth check`); the
 Snakefile asks it for each job's inputs and command. Both tools therefore run the same
 `lth` commands with the same arguments on the same files.
 
-Each stage kind is a template whose `{field}`s are filled from an item (seed, round,
-paths). In dvc.yaml a template becomes a `foreach` stage with `${item.field}`.
+Sharing: experiments whose dense round 0 would be identical (same dataset, model,
+training and rewind point) share it: their round 0 and theta_0 live under the first
+such experiment (its "trunk"). Controls (reinit, random) branch off every pruned round
+and reuse that round's mask. Trials (seeds) share nothing but the data.
 """
 
 from __future__ import annotations
@@ -18,43 +20,89 @@ from pathlib import Path
 import yaml
 
 from lth import LthError
-
-from lth.params import Params
+from lth.params import Experiment, Params
 
 PARAMS_FILE = "params.yaml"
 CODE = "src/lth/"
+REINIT_SEED_OFFSET = 1_000_000_000  # reinit seeds never collide with trial seeds (< 1e6)
 
 
 # ---- file names ------------------------------------------------------------------
-def raw_dir(p: Params) -> str:
-    return f"data/raw/{p.data.dataset}"
+def raw_dir(dataset: str) -> str:
+    return f"data/raw/{dataset}"
 
 
-def prepared(p: Params) -> str:
-    return f"data/prepared/{p.data.dataset}.safetensors"
+def prepared(dataset: str) -> str:
+    return f"data/prepared/{dataset}.safetensors"
 
 
-def seed_dir(p: Params, seed: int) -> str:
-    return f"runs/{p.experiment}/seed{seed}"
+def trunk(p: Params, e: Experiment) -> str:
+    """The first experiment whose round 0 is identical to e's (possibly e itself)."""
+    for other in p.experiments.values():
+        if (other.dataset, other.model, other.train, other.reset) == (e.dataset, e.model, e.train, e.reset):
+            return other.name
+    raise AssertionError("unreachable: e is among the experiments")
 
 
-def theta0(p: Params, seed: int) -> str:
-    return f"{seed_dir(p, seed)}/theta0.safetensors"
+def seed_dir(experiment: str, seed: int | str) -> str:
+    return f"runs/{experiment}/seed{seed}"
 
 
-def round_dir(p: Params, seed: int, k: int) -> str:
-    return f"{seed_dir(p, seed)}/round{k:02d}"
+def round_dir(p: Params, e: Experiment, seed: int, k: int) -> str:
+    owner = trunk(p, e) if k == 0 else e.name
+    return f"{seed_dir(owner, seed)}/round{k:02d}"
 
 
-def results_dir(p: Params) -> str:
-    return f"results/{p.experiment}"
+def branch_dir(p: Params, e: Experiment, seed: int, k: int, branch: str) -> str:
+    d = round_dir(p, e, seed, k)
+    return d if branch == "ticket" else f"{d}/{branch}"
 
 
-FIGURES = ("fig1_early_stop", "fig3_test_accuracy")
+def theta0(p: Params, e: Experiment, seed: int) -> str:
+    return f"{seed_dir(trunk(p, e), seed)}/theta0.safetensors"
+
+
+def reset_source(p: Params, e: Experiment, seed: int) -> str:
+    """What survivors restart from: theta_0, or round 0's weights at the rewind iteration."""
+    if e.reset.rewind_iteration == 0:
+        return theta0(p, e, seed)
+    return f"{round_dir(p, e, seed, 0)}/rewind.safetensors"
+
+
+def made_by(path: str | Path) -> str:
+    """The stage that makes an artifact, from its file name (for error messages)."""
+    path = Path(path)
+    parent = path.parent.name
+    if path.name == "theta0.safetensors" or (path.name == "mask.safetensors" and parent == "round00"):
+        return "init"
+    if path.name == "mask.safetensors":
+        return "shuffle" if parent == "random" else "prune"
+    if path.name == "ticket.safetensors":
+        return "reinit" if parent == "reinit" else "reset"
+    if path.name in ("trained.safetensors", "rewind.safetensors", "metrics.json", "curve.csv"):
+        return "train"
+    if path.parent.name == "prepared":
+        return "data"
+    return "aggregate"
+
+
+RESULTS = "results"
+
+
+def figure_names(p: Params) -> list[str]:
+    exps = list(p.experiments.values())
+    iterative = [e for e in exps if e.prune.schedule == "iterative" and e.prune.rounds > 0]
+    names = [f"fig1_{d}" for d in dict.fromkeys(e.dataset for e in iterative)]
+    names += [f"fig3_{e.name}" for e in iterative]
+    names += [f"fig4_{d}_{m}" for d, m in dict.fromkeys((e.dataset, e.model.name) for e in exps
+                                                        if e.prune.rounds > 0)]
+    names += [f"fig5_{d}" for d in dict.fromkeys(e.dataset for e in iterative
+                                                 if e.model.name.startswith("conv"))]
+    return names
 
 
 def figure_files(p: Params) -> list[str]:
-    return [f"{results_dir(p)}/figures/{name}.{fmt}" for name in FIGURES for fmt in p.figures.formats]
+    return [f"{RESULTS}/figures/{n}.{fmt}" for n in figure_names(p) for fmt in p.figures.formats]
 
 
 # ---- stage templates -------------------------------------------------------------
@@ -72,39 +120,51 @@ class Template:
 
     @property
     def fields(self) -> set[str]:
-        texts = (self.cmd, *self.deps, *self.outs, *self.metrics)
+        texts = (self.cmd, *self.deps, *self.outs, *self.metrics, *self.params)
         return {f for t in texts for f in re.findall(r"{(\w+)}", t)}
 
 
+EXP = "experiments.{experiment}"
 TEMPLATES = {
     t.name: t
     for t in (
-        Template("data", "lth data --params {params_file} --raw {raw} --out {prepared}",
-                 code=("data.py", "artifacts.py"), params=("data",),
-                 outs=("{raw}", "{prepared}")),
-        Template("init", "lth init --params {params_file} --seed {seed} --out {theta0} --mask {mask}",
-                 code=("models.py", "masks.py", "artifacts.py"), params=("model", "data.dataset"),
+        Template("data", "lth data --params {params_file} --dataset {dataset} --raw {raw} --out {prepared}",
+                 code=("data.py", "artifacts.py"), params=("data",), outs=("{raw}", "{prepared}")),
+        Template("init", "lth init --params {params_file} --experiment {experiment} --seed {seed} "
+                         "--out {theta0} --mask {mask}",
+                 code=("models.py", "masks.py", "artifacts.py"), params=(f"{EXP}.model", f"{EXP}.dataset"),
                  outs=("{theta0}", "{mask}"), metrics=("{sparsity}",)),
-        Template("train", "lth train --params {params_file} --seed {seed} --data {prepared} "
-                          "--ticket {ticket} --mask {mask} --out {dir}",
-                 code=("train.py", "models.py", "masks.py", "artifacts.py"), params=("model", "train"),
+        Template("train", "lth train --params {params_file} --experiment {experiment} --seed {seed} "
+                          "--data {prepared} --ticket {ticket} --mask {mask} --out {dir}",
+                 code=("train.py", "models.py", "masks.py", "artifacts.py"),
+                 params=("runtime", f"{EXP}.model", f"{EXP}.train", f"{EXP}.reset"),
                  deps=("{prepared}", "{ticket}", "{mask}"),
-                 outs=("{dir}/trained.safetensors", "{dir}/curve.csv"),
+                 outs=("{dir}/trained.safetensors", "{dir}/rewind.safetensors", "{dir}/curve.csv"),
                  metrics=("{dir}/metrics.json",)),
-        Template("prune", "lth prune --params {params_file} --trained {trained} --mask {previous_mask} "
-                          "--out {mask}",
-                 code=("pruning.py", "masks.py", "artifacts.py"), params=("prune.criterion", "prune.rates"),
-                 deps=("{trained}", "{previous_mask}"),
-                 outs=("{mask}",), metrics=("{sparsity}",)),
+        Template("prune", "lth prune --params {params_file} --experiment {experiment} --steps {steps} "
+                          "--trained {trained} --mask {previous_mask} --out {mask}",
+                 code=("pruning.py", "masks.py", "artifacts.py"),
+                 params=tuple(f"{EXP}.prune.{k}" for k in ("schedule", "scope", "criterion", "rates")),
+                 deps=("{trained}", "{previous_mask}"), outs=("{mask}",), metrics=("{sparsity}",)),
         Template("reset", "lth reset --theta0 {theta0} --mask {mask} --out {ticket}",
                  code=("reset.py", "masks.py", "artifacts.py"), params=(),
                  deps=("{theta0}", "{mask}"), outs=("{ticket}",)),
+        Template("reinit", "lth reinit --params {params_file} --experiment {experiment} --seed {reinit_seed} "
+                           "--mask {mask} --out {ticket}",
+                 code=("models.py", "reset.py", "masks.py", "artifacts.py"),
+                 params=(f"{EXP}.model", f"{EXP}.dataset"), deps=("{mask}",), outs=("{ticket}",)),
+        Template("shuffle", "lth shuffle --seed {shuffle_seed} --mask {ticket_mask} --out {mask}",
+                 code=("pruning.py", "masks.py", "artifacts.py"), params=(),
+                 deps=("{ticket_mask}",), outs=("{mask}",), metrics=("{sparsity}",)),
         Template("aggregate", "lth aggregate --params {params_file} --out {results}",
-                 code=("aggregate.py", "plan.py", "artifacts.py"), params=("experiment", "seeds", "prune.rounds"),
+                 code=("aggregate.py", "plan.py", "artifacts.py"), params=("seeds", "experiments"),
                  deps=("{runs}",), outs=("{results}/rounds.csv", "{results}/curves.csv")),
         Template("figures", "lth figures --params {params_file} --tables {results} --out {results}/figures",
-                 code=("figures.py", "artifacts.py"), params=("figures",),
+                 code=("figures.py", "plan.py", "artifacts.py"), params=("figures", "experiments"),
                  deps=("{results}/rounds.csv", "{results}/curves.csv"), outs=("{figures}",)),
+        Template("report", "lth report --params {params_file} --results {results} --out {results}/report.md",
+                 code=("report.py", "plan.py", "artifacts.py"), params=("seeds", "runtime", "experiments"),
+                 deps=("{results}/rounds.csv",), outs=("{results}/report.md",)),
     )
 }
 
@@ -129,110 +189,124 @@ class Stage:
 
 def _fill(text: str, item: dict) -> list[str]:
     """Fill a template string; a list-valued field expands to several strings."""
-    lists = {k: v for k, v in item.items() if isinstance(v, list)}
-    for k, values in lists.items():
-        if "{" + k + "}" in text:
+    for k, values in item.items():
+        if isinstance(values, list) and "{" + k + "}" in text:
             return [text.replace("{" + k + "}", v).format(**item) for v in values]
     return [text.format(**item)]
 
 
-def make_stage(template: Template, key: str | None, item: dict) -> Stage:
-    expand = lambda texts: tuple(s for t in texts for s in _fill(t, item))  # noqa: E731
-    return Stage(
-        name=template.name, key=key, item=item,
-        cmd=template.cmd.format(**item),
-        deps=tuple(CODE + c for c in template.code) + expand(template.deps),
-        outs=expand(template.outs), metrics=expand(template.metrics), params=template.params,
-    )
+def make_stage(name: str, key: str | None, item: dict) -> Stage:
+    t = TEMPLATES[name]
+    expand = lambda texts: tuple(s for x in texts for s in _fill(x, item))  # noqa: E731
+    return Stage(name=name, key=key, item=item, cmd=t.cmd.format(**item),
+                 deps=tuple(CODE + c for c in t.code) + expand(t.deps),
+                 outs=expand(t.outs), metrics=expand(t.metrics), params=expand(t.params))
 
 
-def round_key(seed: int, k: int) -> str:
-    return f"s{seed}-r{k:02d}"
+def lineage(p: Params, e: Experiment, seed: int, params_file: str) -> list[Stage]:
+    """init and round 0 (only for a trunk), then prune/reset/train and controls per round."""
+    base = {"params_file": params_file, "experiment": e.name, "seed": seed,
+            "prepared": prepared(e.dataset)}
+    r0 = round_dir(p, e, seed, 0)
+    out = []
+    if trunk(p, e) == e.name:
+        out.append(make_stage("init", f"{e.name}-s{seed}", {
+            **base, "theta0": theta0(p, e, seed), "mask": f"{r0}/mask.safetensors",
+            "sparsity": f"{r0}/sparsity.json"}))
+        out.append(make_stage("train", f"{e.name}-s{seed}-r00", {
+            **base, "dir": r0, "ticket": theta0(p, e, seed), "mask": f"{r0}/mask.safetensors"}))
+    for k in range(1, e.prune.rounds + 1):
+        key = f"{e.name}-s{seed}-r{k:02d}"
+        d = round_dir(p, e, seed, k)
+        source = round_dir(p, e, seed, 0 if e.prune.schedule == "one_shot" else k - 1)
+        mask = f"{d}/mask.safetensors"
+        out.append(make_stage("prune", key, {
+            **base, "steps": k if e.prune.schedule == "one_shot" else 1,
+            "trained": f"{source}/trained.safetensors", "previous_mask": f"{source}/mask.safetensors",
+            "mask": mask, "sparsity": f"{d}/sparsity.json"}))
+        out.append(make_stage("reset", key, {
+            "theta0": reset_source(p, e, seed), "mask": mask, "ticket": f"{d}/ticket.safetensors"}))
+        out.append(make_stage("train", key, {**base, "dir": d, "ticket": f"{d}/ticket.safetensors",
+                                             "mask": mask}))
+        if "reinit" in e.controls:
+            ticket = f"{d}/reinit/ticket.safetensors"
+            out.append(make_stage("reinit", key, {
+                **base, "reinit_seed": REINIT_SEED_OFFSET + 1000 * seed + k, "mask": mask,
+                "ticket": ticket}))
+            out.append(make_stage("train", f"{key}-reinit", {
+                **base, "dir": f"{d}/reinit", "ticket": ticket, "mask": mask}))
+        if "random" in e.controls:
+            random_mask = f"{d}/random/mask.safetensors"
+            out.append(make_stage("shuffle", key, {
+                "shuffle_seed": 1000 * seed + k, "ticket_mask": mask, "mask": random_mask,
+                "sparsity": f"{d}/random/sparsity.json"}))
+            out.append(make_stage("reset", f"{key}-random", {
+                "theta0": reset_source(p, e, seed), "mask": random_mask,
+                "ticket": f"{d}/random/ticket.safetensors"}))
+            out.append(make_stage("train", f"{key}-random", {
+                **base, "dir": f"{d}/random", "ticket": f"{d}/random/ticket.safetensors",
+                "mask": random_mask}))
+    return out
 
 
-def round_item(p: Params, seed: int, k: int, params_file: str) -> dict:
-    d = round_dir(p, seed, k)
-    return {
-        "params_file": params_file, "seed": seed, "round": k, "dir": d,
-        "prepared": prepared(p), "theta0": theta0(p, seed),
-        "mask": f"{d}/mask.safetensors", "sparsity": f"{d}/sparsity.json",
-        "ticket": theta0(p, seed) if k == 0 else f"{d}/ticket.safetensors",
-        "trained": f"{round_dir(p, seed, k - 1)}/trained.safetensors" if k else "",
-        "previous_mask": f"{round_dir(p, seed, k - 1)}/mask.safetensors" if k else "",
-    }
+def branches(e: Experiment) -> list[str]:
+    return ["ticket", *e.controls]
+
+
+def trained_dirs(p: Params) -> list[tuple[Experiment, int, int, str, str]]:
+    """(experiment, seed, round, branch, directory) of every training, as aggregate reads them."""
+    out = []
+    for e in p.experiments.values():
+        for seed in p.seeds:
+            for k in range(e.prune.rounds + 1):
+                for b in branches(e) if k else ["ticket"]:
+                    out.append((e, seed, k, b, branch_dir(p, e, seed, k, b)))
+    return out
 
 
 def stages(p: Params, params_file: str = PARAMS_FILE) -> list[Stage]:
     """Every stage of the pipeline for these params, in an order that respects deps."""
-    T = TEMPLATES
-    data_item = {"params_file": params_file, "raw": raw_dir(p), "prepared": prepared(p)}
-    out = [make_stage(T["data"], None, data_item)]
-    for seed in p.seeds:
-        r0 = round_item(p, seed, 0, params_file)
-        out.append(make_stage(T["init"], f"s{seed}", r0))
-        out.append(make_stage(T["train"], round_key(seed, 0), r0))
-        for k in range(1, p.prune.rounds + 1):
-            item = round_item(p, seed, k, params_file)
-            for name in ("prune", "reset", "train"):
-                out.append(make_stage(T[name], round_key(seed, k), item))
-    results = {"params_file": params_file, "results": results_dir(p),
-               "runs": [f"{round_dir(p, s, k)}/{f}" for s in p.seeds for k in range(p.prune.rounds + 1)
-                        for f in ("metrics.json", "curve.csv")],
-               "figures": figure_files(p)}
-    out.append(make_stage(T["aggregate"], None, results))
-    out.append(make_stage(T["figures"], None, results))
+    datasets = dict.fromkeys(e.dataset for e in p.experiments.values())
+    out = [make_stage("data", d, {"params_file": params_file, "dataset": d, "raw": raw_dir(d),
+                                  "prepared": prepared(d)}) for d in datasets]
+    for e in p.experiments.values():
+        for seed in p.seeds:
+            out += lineage(p, e, seed, params_file)
+    results = {"params_file": params_file, "results": RESULTS, "figures": figure_files(p),
+               "runs": [f"{d}/{f}" for *_, d in trained_dirs(p) for f in ("metrics.json", "curve.csv")]}
+    out += [make_stage(name, None, results) for name in ("aggregate", "figures", "report")]
     return out
 
 
-def find(p: Params, stage_id: str, params_file: str = PARAMS_FILE) -> Stage:
-    for s in stages(p, params_file):
-        if s.id == stage_id:
-            return s
-    raise KeyError(f"no stage {stage_id!r} in the plan for these params")
-
-
 # ---- dvc.yaml --------------------------------------------------------------------
-def _dvc_template(template: Template, example: Stage) -> dict:
-    """A `do:` block: the template with `{field}` -> `${item.field}`."""
-    fields = {k: "${item.%s}" % k for k in example.item if k in template.fields}
-    list_fields = [k for k, v in example.item.items() if isinstance(v, list)]
-    if list_fields:
-        raise ValueError(f"stage {template.name}: list fields {list_fields} cannot be templated")
-    block = {"cmd": template.cmd.format(**fields),
-             "deps": [CODE + c for c in template.code] + [d.format(**fields) for d in template.deps]}
-    if template.params:
-        block["params"] = list(template.params)
-    block["outs"] = [o.format(**fields) for o in template.outs]
-    if template.metrics:
-        block["metrics"] = [m.format(**fields) for m in template.metrics]
-    return block
-
-
-def _dvc_single(s: Stage) -> dict:
-    block = {"cmd": s.cmd, "deps": list(s.deps)}
-    if s.params:
-        block["params"] = list(s.params)
-    block["outs"] = list(s.outs)
-    if s.metrics:
-        block["metrics"] = list(s.metrics)
+def _dvc_block(t: Template, fill) -> dict:
+    block = {"cmd": fill(t.cmd), "deps": [CODE + c for c in t.code] + [fill(d) for d in t.deps]}
+    if t.params:
+        block["params"] = [fill(x) for x in t.params]
+    block["outs"] = [fill(o) for o in t.outs]
+    if t.metrics:
+        block["metrics"] = [fill(m) for m in t.metrics]
     return block
 
 
 def dvc_yaml(p: Params, params_file: str = PARAMS_FILE) -> str:
-    """The text of dvc.yaml for these params."""
+    """The text of dvc.yaml for these params: a `foreach` stage per template."""
     groups: dict[str, list[Stage]] = {}
     for s in stages(p, params_file):
         groups.setdefault(s.name, []).append(s)
     doc = {}
     for name, group in groups.items():
+        t = TEMPLATES[name]
         if group[0].key is None:
-            doc[name] = _dvc_single(group[0])
-        else:
-            used = TEMPLATES[name].fields - {"params_file"}
-            items = {s.key: {k: v for k, v in s.item.items() if k in used} for s in group}
-            do = _dvc_template(TEMPLATES[name], group[0])
-            do["cmd"] = do["cmd"].replace("${item.params_file}", params_file)
-            doc[name] = {"foreach": items, "do": do}
+            s = group[0]
+            doc[name] = {"cmd": s.cmd, "deps": list(s.deps), **({"params": list(s.params)} if s.params else {}),
+                         "outs": list(s.outs), **({"metrics": list(s.metrics)} if s.metrics else {})}
+            continue
+        used = t.fields - {"params_file"}
+        items = {s.key: {k: v for k, v in s.item.items() if k in used} for s in group}
+        template_fill = lambda text: text.format(  # noqa: E731
+            **{k: "${item.%s}" % k for k in used}, params_file=params_file)
+        doc[name] = {"foreach": items, "do": _dvc_block(t, template_fill)}
     header = ("# GENERATED by `lth dvc-yaml` from params.yaml (see src/lth/plan.py): do not edit.\n"
               "# After changing params.yaml, run `lth dvc-yaml`; `lth check` fails while they disagree.\n")
     return header + yaml.safe_dump({"stages": doc}, sort_keys=False, width=120)

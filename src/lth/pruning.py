@@ -1,5 +1,10 @@
-"""Layerwise magnitude pruning (Frankle & Carbin): each layer loses a fraction of the
-weights it still has, chosen by a criterion's score; the lowest scores go first.
+"""Magnitude pruning (Frankle & Carbin): each round removes a fraction of the weights that
+still survive, those with the lowest score first.
+
+- layerwise: every layer loses `rates[kind]` of its own surviving weights;
+- global: the layers of one kind share one threshold (kinds with rate 0 are not pruned).
+A one-shot schedule prunes round 0's trained weights straight to round k's count
+(`steps=k`); the iterative schedule prunes the previous round's (`steps=1`).
 
 Criteria live in a plain registry of pure functions `score(initial, final) -> array`
 (higher = keep), so Zhou et al.'s criteria can be added beside `large_final`.
@@ -22,12 +27,28 @@ CRITERIA: dict[str, Criterion] = {
 
 
 def prune_count(alive: int, rate: float) -> int:
-    """How many of a layer's `alive` weights one round removes."""
+    """How many of `alive` weights one round removes."""
     return int(round(rate * alive))
 
 
+def survivors(alive: int, rate: float, steps: int) -> int:
+    for _ in range(steps):
+        alive -= prune_count(alive, rate)
+    return alive
+
+
+def groups(mask: Mask, scope: str) -> dict[str, list[str]]:
+    """Layers that share one threshold: each layer alone, or all layers of a kind."""
+    if scope == "layerwise":
+        return {name: [name] for name in mask}
+    by_kind: dict[str, list[str]] = {}
+    for name in mask:
+        by_kind.setdefault(layer_kind(name), []).append(name)
+    return by_kind
+
+
 def keep_top(score: np.ndarray, alive: np.ndarray, n_keep: int) -> np.ndarray:
-    """Boolean mask of the `n_keep` alive entries with the highest score.
+    """Boolean array of the `n_keep` alive entries with the highest score.
 
     Ties are broken by position (the earlier index is kept), so masks are reproducible.
     """
@@ -38,29 +59,51 @@ def keep_top(score: np.ndarray, alive: np.ndarray, n_keep: int) -> np.ndarray:
     return kept.reshape(alive.shape)
 
 
-def prune(final: Arrays, mask: Mask, rates: dict[str, float],
-          criterion: str = "large_final", initial: Arrays | None = None) -> Mask:
-    """The next round's mask: per layer, drop `rates[kind]` of the surviving weights."""
+def rate_of(name: str, rates: dict[str, float]) -> float:
+    kind = layer_kind(name)
+    if kind not in rates:
+        raise ValueError(f"no pruning rate for layer kind {kind!r} ({name}); set prune.rates.{kind}")
+    return rates[kind]
+
+
+def prune(final: Arrays, mask: Mask, rates: dict[str, float], criterion: str = "large_final",
+          scope: str = "layerwise", initial: Arrays | None = None, steps: int = 1) -> Mask:
+    """The next mask: each group keeps its `steps`-rounds survivor count of highest scores."""
     score_fn = CRITERIA[criterion]
     initial = initial if initial is not None else final
     new_mask = {}
-    for name, alive in mask.items():
-        kind = layer_kind(name)
-        if kind not in rates:
-            raise ValueError(f"no pruning rate for layer kind {kind!r} ({name}); set prune.rates.{kind}")
-        n_alive = int(alive.sum())
-        n_keep = n_alive - prune_count(n_alive, rates[kind])
-        new_mask[name] = keep_top(score_fn(initial[name], final[name]), alive, n_keep)
+    for names in groups(mask, scope).values():
+        rate = rate_of(names[0], rates)
+        alive = np.concatenate([mask[n].ravel() for n in names])
+        score = np.concatenate([score_fn(initial[n], final[n]).ravel() for n in names])
+        kept = keep_top(score, alive, survivors(int(alive.sum()), rate, steps))
+        offset = 0
+        for n in names:
+            new_mask[n] = kept[offset:offset + mask[n].size].reshape(mask[n].shape)
+            offset += mask[n].size
     return new_mask
 
 
-def percent_ladder(layer_sizes: dict[str, int], rates: dict[str, float], rounds: int) -> list[float]:
+def shuffle(mask: Mask, seed: int) -> Mask:
+    """A uniformly random mask with the same number of survivors in every layer."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for name in sorted(mask):
+        m = mask[name]
+        kept = np.zeros(m.size, dtype=bool)
+        kept[rng.choice(m.size, size=int(m.sum()), replace=False)] = True
+        out[name] = kept.reshape(m.shape)
+    return out
+
+
+def percent_ladder(layer_sizes: dict[str, int], rates: dict[str, float], rounds: int,
+                   scope: str = "layerwise") -> list[float]:
     """Percent of weights remaining after rounds 0..rounds, from layer sizes alone."""
-    alive = dict(layer_sizes)
+    pools: dict[str, int] = {}
+    for name, size in layer_sizes.items():
+        key = name if scope == "layerwise" else layer_kind(name)
+        pools[key] = pools.get(key, 0) + size
+    kinds = {key: rate_of(key if scope == "layerwise" else f"{key}.weight", rates) for key in pools}
     total = sum(layer_sizes.values())
-    ladder = [100.0]
-    for _ in range(rounds):
-        for name, n in alive.items():
-            alive[name] = n - prune_count(n, rates[layer_kind(name)])
-        ladder.append(100.0 * sum(alive.values()) / total)
-    return ladder
+    return [100.0 * sum(survivors(n, kinds[key], k) for key, n in pools.items()) / total
+            for k in range(rounds + 1)]

@@ -23,7 +23,8 @@ from tqdm import tqdm
 
 from lth import masks, models
 from lth.artifacts import load_arrays, save_arrays, write_json, write_text
-from lth.params import TrainParams
+from lth.plan import made_by
+from lth.params import Experiment, RuntimeParams, TrainParams
 
 CURVE_COLUMNS = ("iteration", "train_loss", "train_accuracy", "validation_loss",
                  "validation_accuracy", "test_loss", "test_accuracy")
@@ -44,8 +45,9 @@ class Split:
 
 
 def load_splits(path: Path, device: torch.device) -> dict[str, Split]:
-    arrays = load_arrays(path, made_by="data")
-    mean, std = (float(v) for v in arrays["normalization"])
+    arrays = load_arrays(path, made_by=made_by(path))
+    # per-channel mean and std of the training split, shape (2, C)
+    mean, std = (torch.from_numpy(v).float().to(device)[:, None, None] for v in arrays["normalization"])
     splits = {}
     for name in ("train", "validation", "test"):
         images = torch.from_numpy(arrays[f"{name}_images"]).to(device)
@@ -90,8 +92,10 @@ def step(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
 
 
 def train(model: torch.nn.Module, mask: dict[str, torch.Tensor], splits: dict[str, Split],
-          params: TrainParams, seed: int, progress: bool | None = None) -> list[dict]:
-    """Train in place for params.iterations; return the evaluation curve."""
+          params: TrainParams, seed: int, progress: bool | None = None,
+          snapshot_at: int | None = None) -> tuple[list[dict], dict | None]:
+    """Train in place for params.iterations; return the evaluation curve and the weights
+    at iteration `snapshot_at` (the rewind point), if asked for."""
     device = splits["train"].images.device
     masked = [(p, mask[n]) for n, p in model.named_parameters() if n in mask]
     optimizer = make_optimizer(model, params.lr)
@@ -116,6 +120,7 @@ def train(model: torch.nn.Module, mask: dict[str, torch.Tensor], splits: dict[st
                 "test_loss": test_loss, "test_accuracy": test_acc}
 
     curve = [record(0)]
+    snapshot = models.state_arrays(model) if snapshot_at == 0 else None
     model.train()
     bar = tqdm(range(1, params.iterations + 1), desc="train", unit="it", disable=None if progress is None else not progress, mininterval=1.0, leave=False)
     for iteration in bar:
@@ -128,6 +133,8 @@ def train(model: torch.nn.Module, mask: dict[str, torch.Tensor], splits: dict[st
         running_loss += loss * len(labels)
         running_correct += (logits.argmax(1) == labels).sum()
         seen += len(labels)
+        if iteration == snapshot_at:
+            snapshot = models.state_arrays(model)
         if iteration % params.eval_every == 0 or iteration == params.iterations:
             curve.append(record(iteration))
             running_loss.zero_(), running_correct.zero_()
@@ -135,7 +142,7 @@ def train(model: torch.nn.Module, mask: dict[str, torch.Tensor], splits: dict[st
             bar.set_postfix(val_loss=f"{curve[-1]['validation_loss']:.4f}",
                             test_acc=f"{curve[-1]['test_accuracy']:.4f}", refresh=False)
     bar.close()
-    return curve
+    return curve, snapshot
 
 
 def curve_csv(curve: list[dict]) -> str:
@@ -148,18 +155,20 @@ def curve_csv(curve: list[dict]) -> str:
     return buffer.getvalue()
 
 
-def run(params: TrainParams, model_name: str, data_path: Path, ticket_path: Path,
+def run(experiment: Experiment, runtime: RuntimeParams, data_path: Path, ticket_path: Path,
         mask_path: Path, out_dir: Path, seed: int) -> dict:
-    """Train the ticket at `ticket_path` under `mask_path`; write weights, curve, metrics."""
-    torch.set_num_threads(params.threads)
-    torch.manual_seed(seed)
-    device = resolve_device(params.device)
-    weights = load_arrays(ticket_path, made_by="init (round 0) or reset")
-    mask_np = masks.load(mask_path, made_by="init (round 0) or prune")
+    """Train the ticket at `ticket_path` under `mask_path`; write into `out_dir` the trained
+    weights, the weights at the rewind iteration, the curve and the metrics."""
+    torch.set_num_threads(runtime.threads)
+    torch.manual_seed(seed)  # dropout
+    device = resolve_device(runtime.device)
+    weights = load_arrays(ticket_path, made_by=made_by(ticket_path))
+    mask_np = masks.load(mask_path, made_by=made_by(mask_path))
     masks.check(mask_np, weights, str(mask_path))
     splits = load_splits(data_path, device)
     input_shape = tuple(splits["train"].images.shape[1:])
-    model = models.build(model_name, input_shape, num_classes=10)
+    model = models.build(experiment.model.name, input_shape, num_classes=10,
+                         dropout=experiment.model.dropout)
     models.load_arrays_into(model, weights)
     model.to(device)
     mask = {n: torch.from_numpy(m).to(device=device, dtype=torch.float32) for n, m in mask_np.items()}
@@ -168,13 +177,14 @@ def run(params: TrainParams, model_name: str, data_path: Path, ticket_path: Path
             if n in mask:
                 p.mul_(mask[n])
 
-    curve = train(model, mask, splits, params, seed)
+    curve, rewind = train(model, mask, splits, experiment.train, seed,
+                          snapshot_at=experiment.reset.rewind_iteration)
     final_train_loss, final_train_acc = evaluate(model.eval(), splits["train"])
     stop = early_stop(curve)
     sparsity = masks.report(mask_np)
     metrics = {
         "seed": seed,
-        "iterations": params.iterations,
+        "iterations": experiment.train.iterations,
         "percent_remaining": sparsity["percent_remaining"],
         "weights_remaining": sparsity["remaining"],
         "weights_total": sparsity["total"],
@@ -192,6 +202,7 @@ def run(params: TrainParams, model_name: str, data_path: Path, ticket_path: Path
         raise AssertionError("a pruned weight moved during training")  # the masking invariant
     out_dir.mkdir(parents=True, exist_ok=True)
     save_arrays(out_dir / "trained.safetensors", trained)
+    save_arrays(out_dir / "rewind.safetensors", rewind)
     write_text(out_dir / "curve.csv", curve_csv(curve))
     write_json(out_dir / "metrics.json", metrics)
     return metrics

@@ -13,33 +13,36 @@ if config != read_yaml(PARAMS_FILE):
         f"the Snakemake config differs from {PARAMS_FILE} (--config or --configfile?). "
         f"{PARAMS_FILE} is the one source of truth for both tools: edit it instead."
     )
-STAGES = {s.id: s for s in lth_plan.stages(P, PARAMS_FILE)}
-SEED_DIR = lth_plan.seed_dir(P, "{seed}")
-ROUND_DIR = SEED_DIR + "/round{round}"
+
+# Every planned stage, found by its rule name and one of its output files.
+PRODUCER = {(s.name, out): s for s in lth_plan.stages(P, PARAMS_FILE) for out in s.outs + s.metrics}
 
 wildcard_constraints:
-    seed=r"\d+",
-    round=r"\d\d",
+    dataset=r"[a-z0-9_]+",
+    seed_dir=r"runs/[^/]+/seed\d+",
 
 
-def stage(name, key=None):
-    """The plan's stage for a rule and its wildcards (its deps, command and params)."""
-    stage_id = name if key is None else f"{name}@{key}"
-    if stage_id not in STAGES:
-        raise ValueError(f"{stage_id} is not in the plan for {PARAMS_FILE}")
-    return STAGES[stage_id]
+def producer(rule_name, output):
+    """The plan's stage for a rule that makes `output` (its deps, command and params)."""
+    if (rule_name, output) not in PRODUCER:
+        raise ValueError(f"{output}: no '{rule_name}' stage makes it in the plan for {PARAMS_FILE}")
+    return PRODUCER[(rule_name, output)]
 
 
-def round_stage(name):
-    return lambda w: stage(name, f"s{w.seed}-r{w.round}")
-
-
-def read_params(stage_obj):
+def read_params(stage):
     """The values of the params a stage reads, so that changing them reruns it."""
     values = {}
-    for key in stage_obj.params:
+    for key in stage.params:
         value = config
         for part in key.split("."):
             value = value[part]
         values[key] = value
     return values
+
+
+def planned(rule_name, pattern):
+    """Input, params and command of the planned stage that makes `pattern` (wildcards filled)."""
+    stage = lambda w: producer(rule_name, pattern.format(**w))
+    return {"input": lambda w: stage(w).deps,
+            "read": lambda w: read_params(stage(w)),
+            "cmd": lambda w: stage(w).cmd}

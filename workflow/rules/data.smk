@@ -1,29 +1,33 @@
+DATA = planned("data", "data/prepared/{dataset}.safetensors")
+INIT = planned("init", "{seed_dir}/theta0.safetensors")
+
+
 rule data:
     input:
-        lambda w: stage("data").deps,
+        DATA["input"],
     output:
-        raw=directory(lth_plan.raw_dir(P)),
-        prepared=lth_plan.prepared(P),
+        raw=directory("data/raw/{dataset}"),
+        prepared="data/prepared/{dataset}.safetensors",
     params:
-        read=read_params(stage("data")),
-        cmd=stage("data").cmd,
+        read=DATA["read"],
+        cmd=DATA["cmd"],
     log:
-        "logs/data.log",
+        "logs/data/{dataset}.log",
     shell:
         "{params.cmd} > {log} 2>&1"
 
 
 rule init:
     input:
-        lambda w: stage("init", f"s{w.seed}").deps,
+        INIT["input"],
     output:
-        theta0=SEED_DIR + "/theta0.safetensors",
-        mask=SEED_DIR + "/round00/mask.safetensors",
-        sparsity=SEED_DIR + "/round00/sparsity.json",
+        theta0="{seed_dir}/theta0.safetensors",
+        mask="{seed_dir}/round00/mask.safetensors",
+        sparsity="{seed_dir}/round00/sparsity.json",
     params:
-        read=lambda w: read_params(stage("init", f"s{w.seed}")),
-        cmd=lambda w: stage("init", f"s{w.seed}").cmd,
+        read=INIT["read"],
+        cmd=INIT["cmd"],
     log:
-        "logs/init/seed{seed}.log",
+        "logs/init/{seed_dir}.log",
     shell:
         "{params.cmd} > {log} 2>&1"

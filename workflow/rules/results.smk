@@ -1,12 +1,17 @@
+AGGREGATE = producer("aggregate", f"{lth_plan.RESULTS}/rounds.csv")
+FIGURES = producer("figures", lth_plan.figure_files(P)[0])
+REPORT = producer("report", f"{lth_plan.RESULTS}/report.md")
+
+
 rule aggregate:
     input:
-        stage("aggregate").deps,
+        AGGREGATE.deps,
     output:
-        rounds=lth_plan.results_dir(P) + "/rounds.csv",
-        curves=lth_plan.results_dir(P) + "/curves.csv",
+        rounds=f"{lth_plan.RESULTS}/rounds.csv",
+        curves=f"{lth_plan.RESULTS}/curves.csv",
     params:
-        read=read_params(stage("aggregate")),
-        cmd=stage("aggregate").cmd,
+        read=read_params(AGGREGATE),
+        cmd=AGGREGATE.cmd,
     log:
         "logs/aggregate.log",
     shell:
@@ -15,13 +20,27 @@ rule aggregate:
 
 rule figures:
     input:
-        stage("figures").deps,
+        FIGURES.deps,
     output:
         [report(f, category="Figures") for f in lth_plan.figure_files(P)],
     params:
-        read=read_params(stage("figures")),
-        cmd=stage("figures").cmd,
+        read=read_params(FIGURES),
+        cmd=FIGURES.cmd,
     log:
         "logs/figures.log",
+    shell:
+        "{params.cmd} > {log} 2>&1"
+
+
+rule report:
+    input:
+        REPORT.deps,
+    output:
+        f"{lth_plan.RESULTS}/report.md",
+    params:
+        read=read_params(REPORT),
+        cmd=REPORT.cmd,
+    log:
+        "logs/report.log",
     shell:
         "{params.cmd} > {log} 2>&1"

@@ -1,47 +1,57 @@
-# One lineage per seed; each round k >= 1 is prune -> reset -> train, round 0 trains theta_0.
+# A lineage per experiment and seed: round 0 trains theta_0; each round k >= 1 is
+# prune -> reset -> train. Directories: runs/<experiment>/seed<s>/round<kk>[/reinit|/random].
+TRAIN = planned("train", "{train_dir}/trained.safetensors")
+PRUNE = planned("prune", "{round_dir}/mask.safetensors")
+RESET = planned("reset", "{reset_dir}/ticket.safetensors")
+
 
 rule train:
     input:
-        lambda w: round_stage("train")(w).deps,
+        TRAIN["input"],
     output:
-        trained=ROUND_DIR + "/trained.safetensors",
-        curve=ROUND_DIR + "/curve.csv",
-        metrics=ROUND_DIR + "/metrics.json",
+        trained="{train_dir}/trained.safetensors",
+        rewind="{train_dir}/rewind.safetensors",
+        curve="{train_dir}/curve.csv",
+        metrics="{train_dir}/metrics.json",
+    wildcard_constraints:
+        train_dir=r"runs/[^/]+/seed\d+/round\d\d(/reinit|/random)?",
     params:
-        read=lambda w: read_params(round_stage("train")(w)),
-        cmd=lambda w: round_stage("train")(w).cmd,
-    threads: P.train.threads
+        read=TRAIN["read"],
+        cmd=TRAIN["cmd"],
+    threads: P.runtime.threads
     log:
-        "logs/train/seed{seed}-round{round}.log",
+        "logs/train/{train_dir}.log",
     shell:
         "{params.cmd} > {log} 2>&1"
 
 
 rule prune:
     input:
-        lambda w: round_stage("prune")(w).deps,
+        PRUNE["input"],
     output:
-        mask=ROUND_DIR + "/mask.safetensors",
-        sparsity=ROUND_DIR + "/sparsity.json",
+        mask="{round_dir}/mask.safetensors",
+        sparsity="{round_dir}/sparsity.json",
     wildcard_constraints:
-        round=r"(?!00)\d\d",
+        round_dir=r"runs/[^/]+/seed\d+/round(?!00)\d\d",
     params:
-        read=lambda w: read_params(round_stage("prune")(w)),
-        cmd=lambda w: round_stage("prune")(w).cmd,
+        read=PRUNE["read"],
+        cmd=PRUNE["cmd"],
     log:
-        "logs/prune/seed{seed}-round{round}.log",
+        "logs/prune/{round_dir}.log",
     shell:
         "{params.cmd} > {log} 2>&1"
 
 
 rule reset:
     input:
-        lambda w: round_stage("reset")(w).deps,
+        RESET["input"],
     output:
-        ticket=ROUND_DIR + "/ticket.safetensors",
+        ticket="{reset_dir}/ticket.safetensors",
+    wildcard_constraints:
+        reset_dir=r"runs/[^/]+/seed\d+/round(?!00)\d\d(/random)?",
     params:
-        cmd=lambda w: round_stage("reset")(w).cmd,
+        cmd=RESET["cmd"],
     log:
-        "logs/reset/seed{seed}-round{round}.log",
+        "logs/reset/{reset_dir}.log",
     shell:
         "{params.cmd} > {log} 2>&1"
