@@ -9,7 +9,7 @@ import copy
 
 import pytest
 
-from conftest import TINY, Pipeline, digests
+from conftest import TINY, Pipeline, digests, run
 
 pytestmark = pytest.mark.pipeline
 RESULTS = {"aggregate", "figures", "report"}
@@ -128,3 +128,7 @@ def test_conv_models_run_end_to_end_on_fashion_mnist(tmp_path, mnist_dir, fashio
     assert "## conv6_fashion: conv6 on fashion_mnist" in report
     assert "Fashion-MNIST stands in for CIFAR-10" in report
     assert (pipe.path / "results/figures/fig5_fashion_mnist.png").stat().st_size > 10_000
+    # Snakemake's own HTML report carries the figures
+    run(["snakemake", "--cores", "1", "--report", "report.html"], pipe.path, pipe.env)
+    html = (pipe.path / "report.html").read_text(errors="replace")
+    assert "fig5_fashion_mnist.png" in html and "fig1_fashion_mnist.png" in html
