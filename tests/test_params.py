@@ -59,3 +59,13 @@ def test_tiny_params_round_trip(tmp_path, tiny_params):
     f = tmp_path / "params.yaml"
     f.write_text(yaml.safe_dump(tiny_params))
     assert load(f).experiments["tiny"].prune.rounds == 2
+
+
+@pytest.mark.parametrize("profile", sorted((REPO / "profiles").glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_profile_is_valid_and_plans(profile):
+    from lth import plan
+
+    p = load(profile)
+    stages = plan.stages(p)
+    assert {s.name for s in stages} >= {"data", "init", "train", "prune", "reset", "aggregate", "figures", "report"}
+    assert plan.figure_files(p)

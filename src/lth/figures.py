@@ -46,10 +46,10 @@ def percent_label(p: float) -> str:
     return f"{p:.1f}" if p >= 1 else f"{p:.2g}"
 
 
-def percent_axis(ax, percents) -> None:
-    """Log x axis, decreasing left to right, ticked at the rounds' percents."""
+def percent_axis(ax, percents, tick_percents=None) -> None:
+    """Log x axis, decreasing left to right, ticked at one lineage's percents."""
     ax.set_xscale("log")
-    ticks = sorted({round(p, 1) for p in percents}, reverse=True)
+    ticks = sorted({round(p, 1) for p in (percents if tick_percents is None else tick_percents)}, reverse=True)
     step = max(1, len(ticks) // 7)  # keep the labels readable
     ticks = ticks[::step]
     ax.xaxis.set_major_locator(FixedLocator(ticks))
@@ -69,7 +69,8 @@ def panels(data: pd.DataFrame, quantities: list[str], hue: str, title: str) -> p
     for ax, q in zip(axes[0], quantities):
         sns.lineplot(data=data, x="percent_remaining", y=q, hue=hue, style="branch", dashes=DASHES,
                      errorbar=MIN_MAX, marker="o", markersize=4, ax=ax)
-        percent_axis(ax, data["percent_remaining"].to_numpy())
+        first = data[data.experiment == data.experiment.iloc[0]]
+        percent_axis(ax, data["percent_remaining"].to_numpy(), first["percent_remaining"].to_numpy())
         ax.set_ylabel(QUANTITIES[q])
         ax.grid(True, alpha=0.3)
         ax.get_legend().remove()

@@ -129,7 +129,10 @@ TEMPLATES = {
     t.name: t
     for t in (
         Template("data", "lth data --params {params_file} --dataset {dataset} --raw {raw} --out {prepared}",
-                 code=("data.py", "artifacts.py"), params=("data",), outs=("{raw}", "{prepared}")),
+                 # not data.local_dirs: verified files are the same wherever they came from
+                 code=("data.py", "artifacts.py"),
+                 params=tuple(f"data.{k}" for k in ("validation_size", "split_seed", "train_subset", "test_subset")),
+                 outs=("{raw}", "{prepared}")),
         Template("init", "lth init --params {params_file} --experiment {experiment} --seed {seed} "
                          "--out {theta0} --mask {mask}",
                  code=("models.py", "masks.py", "artifacts.py"), params=(f"{EXP}.model", f"{EXP}.dataset"),

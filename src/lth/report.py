@@ -76,16 +76,32 @@ def experiment_section(e: Experiment, rounds: pd.DataFrame) -> list[str]:
              "", markdown_table(table), ""]
     if e.dataset == "fashion_mnist":
         lines += ["*Fashion-MNIST stands in for CIFAR-10 here: these are not CIFAR-10 numbers.*", ""]
-    if e.prune.schedule == "iterative":
-        lines += [f"Paper ({e.model.name}): {PAPER_HEADLINES[e.model.name]}.", "", "Ours at the paper's points:", ""]
+    if e.prune.schedule == "iterative" and len(ticket) > 1:
+        pruned = ticket.drop(index=0)
+        speedup = dense.early_stop_iteration / pruned.early_stop_iteration
+        gain = 100 * (pruned.early_stop_test_accuracy - dense.early_stop_test_accuracy)
+        lines += [f"Paper ({e.model.name}): {PAPER_HEADLINES[e.model.name]}.", "",
+                  f"Ours: early stopping up to {speedup.max():.2f}x faster (at "
+                  f"{pruned.percent_remaining[speedup.idxmax()]:.1f}%), test accuracy up to {gain.max():+.2f} "
+                  f"points (at {pruned.percent_remaining[gain.idxmax()]:.1f}%). At the paper's points:", ""]
         for target in PAPER_POINTS[e.model.name]:
             k = int((ticket.percent_remaining - target).abs().idxmin())
             row = ticket.loc[k]
-            lines.append(f"- {row.percent_remaining:.1f}% remaining (round {k}): early stop "
-                         f"{dense.early_stop_iteration / row.early_stop_iteration:.2f}x sooner than dense, "
-                         f"test accuracy {100 * (row.early_stop_test_accuracy - dense.early_stop_test_accuracy):+.2f} "
-                         f"points vs dense ({100 * row.early_stop_test_accuracy:.2f}% vs "
-                         f"{100 * dense.early_stop_test_accuracy:.2f}%)")
+            if abs(row.percent_remaining - target) > 0.1 * target:
+                lines.append(f"- {target}%: not reached (the last round here has "
+                             f"{ticket.percent_remaining.iloc[-1]:.1f}%)")
+                continue
+            text = (f"- {row.percent_remaining:.1f}% (round {k}): early stop "
+                    f"{dense.early_stop_iteration / row.early_stop_iteration:.2f}x sooner than dense, test "
+                    f"accuracy {100 * (row.early_stop_test_accuracy - dense.early_stop_test_accuracy):+.2f} "
+                    f"points ({100 * row.early_stop_test_accuracy:.2f}% vs {100 * dense.early_stop_test_accuracy:.2f}%)")
+            reinit = mine[(mine.branch == "reinit") & (mine["round"] == k)]
+            if len(reinit):
+                r = reinit.iloc[0]
+                text += (f"; random reinit: {100 * r.early_stop_test_accuracy:.2f}%, early stop at "
+                         f"{r.early_stop_iteration:.0f} ({r.early_stop_iteration / row.early_stop_iteration:.2f}x "
+                         "the ticket's)")
+            lines.append(text)
         lines.append("")
     return lines
 
