@@ -160,9 +160,17 @@ def digests(root: Path, subdirs=("runs", "results", "data/prepared")) -> dict[st
 @pytest.fixture(scope="session")
 def fashion_dir(tmp_path_factory) -> Path:
     """Real Fashion-MNIST, acquired once per session the way `lth data` does."""
-    from lth.data import acquire
+    from lth.data import DataError, acquire
     from lth.params import DataParams
 
     raw = tmp_path_factory.mktemp("fashion") / "raw"
-    acquire("fashion_mnist", DataParams(validation_size=5000, split_seed=0), raw)
+    params = DataParams(validation_size=5000, split_seed=0)
+    try:
+        acquire("fashion_mnist", params, raw)
+    except DataError:
+        # A fresh Debian machine may have no package lists yet: refresh them (root only).
+        if os.geteuid() != 0:
+            raise
+        subprocess.run(["apt-get", "update", "-qq"], check=True, capture_output=True, timeout=600)
+        acquire("fashion_mnist", params, raw)
     return raw

@@ -54,9 +54,10 @@ def test_split_is_55k_5k_10k_disjoint_and_seeded(mnist_dir):
     a = data.split(raw, params())
     assert (len(a["train_labels"]), len(a["validation_labels"]), len(a["test_labels"])) == (55000, 5000, 10000)
     assert a["train_images"].shape[1:] == (1, 28, 28) and a["train_images"].dtype == np.uint8
-    # disjoint: no validation image appears among the training images
-    train_keys = {img.tobytes() for img in a["train_images"][:, 0]}
-    assert sum(img.tobytes() in train_keys for img in a["validation_images"][:200, 0]) <= 2  # MNIST has a few duplicates
+    train_idx, val_idx, _ = data.split_indices(60000, 10000, params())
+    assert not set(train_idx) & set(val_idx) and len(set(train_idx) | set(val_idx)) == 60000
+    sub, _, _ = data.split_indices(60000, 10000, params(train_subset=1000))
+    assert set(sub) <= set(train_idx) and sub.max() > 50000  # a random subset, not the first 1000
     b = data.split(raw, params())
     assert np.array_equal(a["validation_labels"], b["validation_labels"])
     c = data.split(raw, DataParams(validation_size=5000, split_seed=1))

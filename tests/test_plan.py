@@ -88,14 +88,19 @@ def test_generated_dvc_yaml_expands_to_the_plans_commands(tiny_params):
     expanded = {}
     for name, block in doc.items():
         if "foreach" not in block:
-            expanded[name] = block["cmd"]
+            expanded[name] = block
             continue
         for key, item in block["foreach"].items():
-            cmd = block["do"]["cmd"]
+            text = yaml.safe_dump(block["do"])
             for field, value in item.items():
-                cmd = cmd.replace("${item.%s}" % field, str(value))
-            expanded[f"{name}@{key}"] = cmd
-    assert expanded == {s.id: s.cmd for s in plan.stages(p)}
+                text = text.replace("${item.%s}" % field, str(value))
+            expanded[f"{name}@{key}"] = yaml.safe_load(text)
+    for s in plan.stages(p):
+        block = expanded.pop(s.id)
+        assert block["cmd"] == s.cmd
+        assert tuple(block["deps"]) == s.deps and tuple(block["outs"]) == s.outs
+        assert tuple(block.get("params", ())) == s.params and tuple(block.get("metrics", ())) == s.metrics
+    assert not expanded
     assert "experiments.tiny.train" in doc["train"]["do"]["params"][2].replace("${item.experiment}", "tiny")
 
 

@@ -199,15 +199,20 @@ def acquire(name: str, params: DataParams, raw_dir: Path) -> str:
     )
 
 
-def split(raw: dict[str, np.ndarray], params: DataParams) -> Arrays:
-    """Hold out a validation set from the training set with a fixed seed; optional subsets."""
-    n = len(raw["train_labels"])
-    if params.validation_size >= n:
-        raise DataError(f"data.validation_size = {params.validation_size} must be below the {n} training examples")
-    order = np.random.default_rng(params.split_seed).permutation(n)
+def split_indices(n_train: int, n_test: int, params: DataParams) -> tuple[np.ndarray, ...]:
+    """Train, validation and test indices: validation held out of the training set with a
+    fixed seed; `train_subset` a random subset of the rest; `test_subset` the first tests."""
+    if params.validation_size >= n_train:
+        raise DataError(f"data.validation_size = {params.validation_size} must be below the "
+                        f"{n_train} training examples")
+    order = np.random.default_rng(params.split_seed).permutation(n_train)
     val_idx = np.sort(order[: params.validation_size])
-    train_idx = np.sort(order[params.validation_size:])[: params.train_subset]
-    test_idx = np.arange(len(raw["test_labels"]))[: params.test_subset]
+    train_idx = np.sort(order[params.validation_size:][: params.train_subset])
+    return train_idx, val_idx, np.arange(n_test)[: params.test_subset]
+
+
+def split(raw: dict[str, np.ndarray], params: DataParams) -> Arrays:
+    train_idx, val_idx, test_idx = split_indices(len(raw["train_labels"]), len(raw["test_labels"]), params)
     out = {}
     for split_name, images, labels, idx in (
         ("train", raw["train_images"], raw["train_labels"], train_idx),

@@ -11,9 +11,14 @@ from pathlib import Path
 
 import numpy as np
 
+from lth import LthError
 from lth.artifacts import Arrays, load_arrays, save_arrays
 
 Mask = dict[str, np.ndarray]
+
+
+class MaskError(LthError, ValueError):
+    """A mask that does not fit the weights it is applied to."""
 LAYER_KINDS = ("conv", "fc", "output")
 
 
@@ -38,10 +43,10 @@ def check(mask: Mask, weights: Arrays, where: str) -> None:
     expected = {n: w.shape for n, w in weights.items() if is_prunable(n)}
     got = {n: m.shape for n, m in mask.items()}
     if expected != got:
-        raise ValueError(f"{where}: mask layers {got} do not match the model's {expected}")
+        raise MaskError(f"{where}: mask layers {got} do not match the model's {expected}")
     for name, m in mask.items():
         if m.dtype != np.bool_:
-            raise ValueError(f"{where}: mask {name!r} has dtype {m.dtype}; masks are boolean")
+            raise MaskError(f"{where}: mask {name!r} has dtype {m.dtype}; masks are boolean")
 
 
 def report(mask: Mask) -> dict:
@@ -65,5 +70,5 @@ def load(path: str | Path, made_by: str = "prune") -> Mask:
     mask = load_arrays(path, made_by)
     for name, m in mask.items():
         if m.dtype != np.bool_:
-            raise ValueError(f"{path}: mask {name!r} has dtype {m.dtype}; masks are boolean")
+            raise MaskError(f"{path}: mask {name!r} has dtype {m.dtype}; masks are boolean")
     return mask

@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lth import LthError
+
 
 class LeNet300100(nn.Module):
     """LeNet-300-100: 784-300-100-10 fully connected, ReLU (Frankle & Carbin, Fig. 2)."""
@@ -70,9 +72,13 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
 }
 
 
+class ModelError(LthError, ValueError):
+    """Weights that do not fit the model, or an unknown model."""
+
+
 def build(name: str, input_shape: tuple[int, ...], num_classes: int, dropout: float = 0.0) -> nn.Module:
     if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; known models: {', '.join(sorted(MODELS))}")
+        raise ModelError(f"unknown model {name!r}; known models: {', '.join(sorted(MODELS))}")
     return MODELS[name](input_shape=input_shape, num_classes=num_classes, dropout=dropout)
 
 
@@ -96,11 +102,11 @@ def state_arrays(model: nn.Module) -> dict:
 def load_arrays_into(model: nn.Module, arrays: dict) -> nn.Module:
     params = dict(model.named_parameters())
     if set(params) != set(arrays):
-        raise ValueError(f"weights {sorted(arrays)} do not match model parameters {sorted(params)}")
+        raise ModelError(f"weights {sorted(arrays)} do not match model parameters {sorted(params)}")
     with torch.no_grad():
         for name, p in params.items():
             if tuple(p.shape) != arrays[name].shape:
-                raise ValueError(f"{name}: shape {arrays[name].shape} != model's {tuple(p.shape)}")
+                raise ModelError(f"{name}: shape {arrays[name].shape} != model's {tuple(p.shape)}")
             p.copy_(torch.from_numpy(arrays[name]))
     return model
 

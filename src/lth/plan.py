@@ -276,7 +276,8 @@ def stages(p: Params, params_file: str = PARAMS_FILE) -> list[Stage]:
         for seed in p.seeds:
             out += lineage(p, e, seed, params_file)
     results = {"params_file": params_file, "results": RESULTS, "figures": figure_files(p),
-               "runs": [f"{d}/{f}" for *_, d in trained_dirs(p) for f in ("metrics.json", "curve.csv")]}
+               "runs": list(dict.fromkeys(f"{d}/{f}" for *_, d in trained_dirs(p)
+                                          for f in ("metrics.json", "curve.csv")))}
     out += [make_stage(name, None, results) for name in ("aggregate", "figures", "report")]
     return out
 

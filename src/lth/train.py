@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from lth import masks, models
+from lth import LthError, masks, models
 from lth.artifacts import load_arrays, save_arrays, write_json, write_text
 from lth.plan import made_by
 from lth.params import Experiment, RuntimeParams, TrainParams
@@ -34,7 +34,7 @@ def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("train.device = 'cuda' but no CUDA device is available; use 'auto' or 'cpu'")
+        raise LthError("runtime.device = 'cuda' but no CUDA device is available; use 'auto' or 'cpu'")
     return torch.device(device)
 
 

@@ -1,12 +1,11 @@
 # Params, the plan, and helpers shared by all rules.
-from snakemake.utils import validate
-
 from lth import plan as lth_plan
 from lth.params import from_dict, read_yaml
 
 PARAMS_FILE = "params.yaml"
 
-validate(config, "../schemas/params.schema.yaml")
+# Validated against workflow/schemas/params.schema.yaml by lth itself, so that Snakemake,
+# dvc (through the stages) and `lth check` reject bad params with the same words.
 P = from_dict(config, PARAMS_FILE)
 if config != read_yaml(PARAMS_FILE):
     raise ValueError(
