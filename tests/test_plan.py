@@ -113,7 +113,7 @@ def test_prune_and_reset_do_not_import_torch(tmp_path, tiny_params):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(tiny_params))
     script = (
         "import sys\nfrom lth.cli import main\n"
-        "assert main(['prune', '--experiment', 'tiny', '--trained', 'w.safetensors', '--mask', 'm.safetensors', '--out', 'm1.safetensors']) == 0\n"
+        "assert main(['prune', '--experiment', 'tiny', '--initial', 'w.safetensors', '--trained', 'w.safetensors', '--mask', 'm.safetensors', '--out', 'm1.safetensors']) == 0\n"
         "assert main(['reset', '--theta0', 'w.safetensors', '--mask', 'm1.safetensors', '--out', 't.safetensors']) == 0\n"
         "heavy = [m for m in ('torch', 'torchvision', 'pandas', 'matplotlib') if m in sys.modules]\n"
         "assert not heavy, heavy\n"

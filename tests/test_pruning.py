@@ -99,3 +99,43 @@ def test_global_pruning_shares_one_threshold_across_layers_of_a_kind():
     assert m["output.weight"].all()  # rate 0: not pruned
     layer = pruning.prune(w, dense, {"conv": 0.5, "fc": 0.2, "output": 0.0}, scope="layerwise")
     assert layer["conv1.weight"].tolist() == [False, False, True, True]
+
+
+# Zhou et al.'s criteria on hand-made weights: 6 weights, keep 3.
+W_I = np.array([0.9, -0.1, 0.5, -0.7, 0.2, 0.3], np.float32)
+W_F = np.array([1.0, 0.8, -0.05, -0.9, 0.1, 0.6], np.float32)
+EXPECTED_KEPT = {
+    "large_final": [0, 1, 3],               # |w_f| = 1.0, 0.9, 0.8
+    "small_final": [2, 4, 5],               # |w_f| = 0.05, 0.1, 0.6
+    "large_init": [0, 2, 3],                # |w_i| = 0.9, 0.7, 0.5
+    "small_init": [1, 4, 5],                # |w_i| = 0.1, 0.2, 0.3
+    "large_init_large_final": [0, 3, 5],    # ranks i: 0,5,2,1,4,3  f: 0,2,5,1,4,3 -> max 0,5,5,1,4,3
+    "small_init_small_final": [4, 5, 1],    # ascending ranks i: 5,0,3,4,1,2  f: 5,3,0,4,1,2 -> 5,3,3,4,1,2 (tie: first)
+    "magnitude_increase": [1, 3, 5],        # |w_f|-|w_i| = .1, .7, -.45, .2, -.1, .3
+    "movement": [1, 2, 5],                  # |w_f-w_i| = .1, .9, .55, .2, .1, .3
+    "large_final_same_sign": [0, 3, 5],     # sign changed: 1, 2 -> pruned first
+    "large_final_diff_sign": [1, 2, 0],     # only 1, 2 changed sign; then largest |w_f| of the rest
+    "magnitude_increase_same_sign": [3, 5, 0],
+    "magnitude_increase_diff_sign": [1, 2, 0],  # then a tie among the rest: the first
+}
+
+
+@pytest.mark.parametrize("criterion", sorted(EXPECTED_KEPT))
+def test_each_criterion_keeps_the_weights_it_should(criterion):
+    mask = {"fc1.weight": np.ones(6, bool)}
+    kept = pruning.prune({"fc1.weight": W_F}, mask, {"fc": 0.5}, criterion, initial={"fc1.weight": W_I})
+    assert sorted(np.flatnonzero(kept["fc1.weight"])) == sorted(EXPECTED_KEPT[criterion])
+
+
+@pytest.mark.parametrize("criterion", sorted(pruning.CRITERIA))
+def test_every_criterion_hits_the_same_per_layer_counts(criterion):
+    rng = np.random.default_rng(9)
+    sizes = {"fc1.weight": (40, 30), "fc2.weight": (20, 40), "output.weight": (10, 20)}
+    initial = {n: rng.normal(size=s).astype(np.float32) for n, s in sizes.items()}
+    final = {n: (w + rng.normal(scale=0.5, size=w.shape)).astype(np.float32) for n, w in initial.items()}
+    mask = masks.dense(initial)
+    for _ in range(3):  # iterated, so criteria also work on already-pruned layers
+        mask = pruning.prune(final, mask, RATES, criterion, initial=initial)
+    counts = {n: int(m.sum()) for n, m in mask.items()}
+    reference = pruning.prune(final, masks.dense(initial), RATES, "large_final", steps=3)
+    assert counts == {n: int(m.sum()) for n, m in reference.items()}

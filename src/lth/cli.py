@@ -87,11 +87,12 @@ def cmd_prune(args) -> None:
     from lth.artifacts import load_arrays
 
     _, e = _experiment(args)
+    initial = load_arrays(args.initial, made_by=made_by(args.initial))
     trained = load_arrays(args.trained, made_by=made_by(args.trained))
     mask = masks.load(args.mask, made_by=made_by(args.mask))
     masks.check(mask, trained, args.mask)
     _write_mask(args.out, pruning.prune(trained, mask, e.prune.rates, e.prune.criterion,
-                                        e.prune.scope, steps=args.steps))
+                                        e.prune.scope, initial=initial, steps=args.steps))
 
 
 def cmd_shuffle(args) -> None:
@@ -189,10 +190,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mask", required=True, help="mask of this round")
     p.add_argument("--out", required=True, help="round directory")
 
-    p = add("prune", cmd_prune, "prune the surviving weights by trained magnitude (layerwise or global)")
+    p = add("prune", cmd_prune, "prune the surviving weights by a criterion (default: trained magnitude)")
     p.add_argument("--experiment", required=True)
     p.add_argument("--steps", type=int, default=1,
                    help="rounds of pruning applied at once (1 = iterative; k = one-shot to round k)")
+    p.add_argument("--initial", required=True,
+                   help="the weights that training started from (theta_0 or the rewind point)")
     p.add_argument("--trained", required=True, help="trained weights to rank")
     p.add_argument("--mask", required=True, help="mask those weights were trained under")
     p.add_argument("--out", required=True, help="new mask; sparsity.json is written beside it")

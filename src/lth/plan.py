@@ -145,10 +145,10 @@ TEMPLATES = {
                  outs=("{dir}/trained.safetensors", "{dir}/rewind.safetensors", "{dir}/curve.csv"),
                  metrics=("{dir}/metrics.json",)),
         Template("prune", "lth prune --params {params_file} --experiment {experiment} --steps {steps} "
-                          "--trained {trained} --mask {previous_mask} --out {mask}",
+                          "--initial {initial} --trained {trained} --mask {previous_mask} --out {mask}",
                  code=("pruning.py", "masks.py", "artifacts.py"),
                  params=tuple(f"{EXP}.prune.{k}" for k in ("schedule", "scope", "criterion", "rates")),
-                 deps=("{trained}", "{previous_mask}"), outs=("{mask}",), metrics=("{sparsity}",)),
+                 deps=("{initial}", "{trained}", "{previous_mask}"), outs=("{mask}",), metrics=("{sparsity}",)),
         Template("reset", "lth reset --theta0 {theta0} --mask {mask} --out {ticket}",
                  code=("reset.py", "masks.py", "artifacts.py"), params=(),
                  deps=("{theta0}", "{mask}"), outs=("{ticket}",)),
@@ -224,7 +224,7 @@ def lineage(p: Params, e: Experiment, seed: int, params_file: str) -> list[Stage
         source = round_dir(p, e, seed, 0 if e.prune.schedule == "one_shot" else k - 1)
         mask = f"{d}/mask.safetensors"
         out.append(make_stage("prune", key, {
-            **base, "steps": k if e.prune.schedule == "one_shot" else 1,
+            **base, "steps": k if e.prune.schedule == "one_shot" else 1, "initial": reset_source(p, e, seed),
             "trained": f"{source}/trained.safetensors", "previous_mask": f"{source}/mask.safetensors",
             "mask": mask, "sparsity": f"{d}/sparsity.json"}))
         out.append(make_stage("reset", key, {

@@ -6,12 +6,13 @@ still survive, those with the lowest score first.
 A one-shot schedule prunes round 0's trained weights straight to round k's count
 (`steps=k`); the iterative schedule prunes the previous round's (`steps=1`).
 
-Criteria live in a plain registry of pure functions `score(initial, final) -> array`
-(higher = keep), so Zhou et al.'s criteria can be added beside `large_final`.
+Criteria live in a plain registry of pure functions `score(initial, final, alive) -> array`
+(higher = keep): Frankle & Carbin's `large_final` and Zhou et al.'s alternatives.
 """
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Callable
 
 import numpy as np
@@ -19,10 +20,65 @@ import numpy as np
 from lth.artifacts import Arrays
 from lth.masks import Mask, layer_kind
 
-Criterion = Callable[[np.ndarray, np.ndarray], np.ndarray]
+Criterion = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 
+
+def _ranks(values: np.ndarray, alive: np.ndarray) -> np.ndarray:
+    """0 for the largest of the alive values, 1 for the next, ...; dead entries rank last."""
+    order = np.argsort(-np.where(alive, values, -np.inf), kind="stable")
+    ranks = np.empty(values.size, dtype=np.float64)
+    ranks[order] = np.arange(values.size)
+    return ranks
+
+
+def _both(sign: float) -> Criterion:
+    """Keep weights in the top set of both |w_i| and |w_f| (sign=+1; bottom sets for -1).
+
+    A weight is in the top-q sets of both rankings iff max(rank_i, rank_f) < q, so keeping
+    the lowest max-rank hits the target count exactly: the threshold search Zhou et al. do
+    by bisection, without the search.
+    """
+    def score(initial, final, alive):
+        return -np.maximum(_ranks(sign * np.abs(initial), alive), _ranks(sign * np.abs(final), alive))
+    return score
+
+
+def _sign_variant(base: Criterion, keep_same_sign: bool) -> Criterion:
+    """Weights whose sign did (same_sign) / did not (diff_sign) change are pruned first."""
+    def score(initial, final, alive):
+        same = np.sign(initial) == np.sign(final)
+        return np.where(same == keep_same_sign, base(initial, final, alive), -np.inf)
+    return score
+
+
+def _random(initial, final, alive):
+    # seeded by the weights themselves: reproducible, and different for every trial
+    return np.random.default_rng(zlib.crc32(final.tobytes())).random(final.shape)
+
+
+def _large_final(initial, final, alive):
+    return np.abs(final)
+
+
+def _magnitude_increase(initial, final, alive):
+    return np.abs(final) - np.abs(initial)
+
+
+# Zhou et al. (2019), "Deconstructing Lottery Tickets": score per weight, higher = keep.
 CRITERIA: dict[str, Criterion] = {
-    "large_final": lambda initial, final: np.abs(final),
+    "large_final": _large_final,
+    "small_final": lambda initial, final, alive: -np.abs(final),
+    "large_init": lambda initial, final, alive: np.abs(initial),
+    "small_init": lambda initial, final, alive: -np.abs(initial),
+    "large_init_large_final": _both(+1.0),
+    "small_init_small_final": _both(-1.0),
+    "magnitude_increase": _magnitude_increase,
+    "movement": lambda initial, final, alive: np.abs(final - initial),
+    "random": _random,
+    "large_final_same_sign": _sign_variant(_large_final, keep_same_sign=True),
+    "large_final_diff_sign": _sign_variant(_large_final, keep_same_sign=False),
+    "magnitude_increase_same_sign": _sign_variant(_magnitude_increase, keep_same_sign=True),
+    "magnitude_increase_diff_sign": _sign_variant(_magnitude_increase, keep_same_sign=False),
 }
 
 
@@ -75,7 +131,8 @@ def prune(final: Arrays, mask: Mask, rates: dict[str, float], criterion: str = "
     for names in groups(mask, scope).values():
         rate = rate_of(names[0], rates)
         alive = np.concatenate([mask[n].ravel() for n in names])
-        score = np.concatenate([score_fn(initial[n], final[n]).ravel() for n in names])
+        score = score_fn(np.concatenate([initial[n].ravel() for n in names]),
+                         np.concatenate([final[n].ravel() for n in names]), alive)
         kept = keep_top(score, alive, survivors(int(alive.sum()), rate, steps))
         offset = 0
         for n in names:
