@@ -77,7 +77,7 @@ def panels(data: pd.DataFrame, quantities: list[str], hue: str, title: str) -> p
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 6), frameon=False, fontsize="small")
     n = data["seed"].nunique()
-    fig.suptitle(f"{title} (mean of {n} trial{'s' * (n > 1)}, min-max band)")
+    fig.suptitle(f"{title}\n(mean of {n} trial{'s' * (n > 1)}, min-max band)", fontsize="medium")
     fig.tight_layout(rect=(0, 0.1, 1, 1))
     return fig
 
@@ -86,7 +86,7 @@ def fig1(rounds: pd.DataFrame, dataset: str) -> plt.Figure:
     data = rounds[(rounds.dataset == dataset) & (rounds.schedule == "iterative")
                   & rounds.branch.isin(["ticket", "reinit"])]
     return panels(data, ["early_stop_iteration", "early_stop_test_accuracy"], "experiment",
-                  f"{dataset}: early stopping and accuracy vs sparsity, tickets vs reinit")
+                  f"{dataset}: winning tickets vs random reinit")
 
 
 def fig4(rounds: pd.DataFrame, dataset: str, model: str) -> plt.Figure:
