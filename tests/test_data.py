@@ -135,3 +135,11 @@ def test_real_fashion_mnist_was_acquired_and_verified(fashion_dir):
     data.verify(fashion_dir, data.DATASETS["fashion_mnist"].files)
     raw = data.read_idx(fashion_dir)
     assert raw["train_images"].shape == (60000, 1, 28, 28) and raw["test_labels"].max() == 9
+
+
+def test_a_missing_cifar10_archive_is_a_clear_error(tmp_path):
+    (tmp_path / "empty").mkdir()
+    p = DataParams(validation_size=25, split_seed=0, train_subset=None, test_subset=None,
+                   local_dirs={"cifar10": str(tmp_path / "empty")})
+    with pytest.raises(data.DataError, match="no file for cifar-10-python.tar.gz"):
+        data.acquire("cifar10", p, tmp_path / "raw")
