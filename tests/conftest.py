@@ -28,7 +28,7 @@ TINY = {
             "train": {"lr": 0.0012, "batch_size": 60, "iterations": 30, "eval_every": 10},
             "prune": {"schedule": "iterative", "scope": "layerwise", "criterion": "large_final",
                       "rates": {"fc": 0.2, "output": 0.1}, "rounds": 2},
-            "reset": {"rewind_iteration": 0},
+            "reset": {"rewind_iteration": 0, "kept": "original"},
             "controls": [],
         },
     },

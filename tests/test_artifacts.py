@@ -27,16 +27,16 @@ def test_truncated_artifact_names_file_and_stage(tmp_path):
 
 
 def test_cli_reports_a_corrupt_input_without_a_traceback(tmp_path, capsys):
-    bad = tmp_path / "theta0.safetensors"
+    bad = tmp_path / "round03" / "mask.safetensors"
+    bad.parent.mkdir()
     bad.write_bytes(b"garbage")
-    mask = tmp_path / "mask.safetensors"
-    save_arrays(mask, {"fc1.weight": np.ones((2, 2), bool)})
-    code = main(["reset", "--theta0", str(bad), "--mask", str(mask), "--out", str(tmp_path / "t.safetensors")])
+    out = tmp_path / "round03" / "random" / "mask.safetensors"
+    code = main(["shuffle", "--seed", "0", "--mask", str(bad), "--out", str(out)])
     err = capsys.readouterr().err
     assert code == 1
-    assert "theta0.safetensors: unreadable" in err and "'init' stage" in err
+    assert "round03/mask.safetensors: unreadable" in err and "rerun the 'prune' stage" in err
     assert "Traceback" not in err
-    assert not (tmp_path / "t.safetensors").exists()
+    assert not out.exists()
 
 
 def test_cli_reports_bad_params(tmp_path, capsys):

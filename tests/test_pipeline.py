@@ -117,7 +117,7 @@ def test_conv_models_run_end_to_end_on_fashion_mnist(tmp_path, mnist_dir, fashio
             "train": {"lr": 0.0003, "batch_size": 60, "iterations": 10, "eval_every": 5},
             "prune": {"schedule": "iterative", "scope": "layerwise", "criterion": "large_final",
                       "rates": {"conv": 0.15, "fc": 0.2, "output": 0.1}, "rounds": 1},
-            "reset": {"rewind_iteration": 0}, "controls": ["reinit"],
+            "reset": {"rewind_iteration": 0, "kept": "original"}, "controls": ["reinit"],
         } for m in ("conv2", "conv6")
     }
     pipe = Pipeline("snakemake", tmp_path / "ws", params, mnist_dir)

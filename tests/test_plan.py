@@ -79,7 +79,7 @@ def test_rewinding_resets_to_round_0s_weights_at_iteration_k(tiny_params):
     stages = stages_of(tiny_params)
     assert "runs/tiny/seed0/round00/rewind.safetensors" in stages["reset@tiny-s0-r02"].deps
     assert "runs/tiny/seed0/round00/rewind.safetensors" in stages["train@tiny-s0-r00"].outs
-    assert "experiments.tiny.reset" in stages["train@tiny-s0-r00"].params
+    assert "experiments.tiny.reset.rewind_iteration" in stages["train@tiny-s0-r00"].params
 
 
 def test_generated_dvc_yaml_expands_to_the_plans_commands(tiny_params):
@@ -114,7 +114,7 @@ def test_prune_and_reset_do_not_import_torch(tmp_path, tiny_params):
     script = (
         "import sys\nfrom lth.cli import main\n"
         "assert main(['prune', '--experiment', 'tiny', '--initial', 'w.safetensors', '--trained', 'w.safetensors', '--mask', 'm.safetensors', '--out', 'm1.safetensors']) == 0\n"
-        "assert main(['reset', '--theta0', 'w.safetensors', '--mask', 'm1.safetensors', '--out', 't.safetensors']) == 0\n"
+        "assert main(['reset', '--experiment', 'tiny', '--seed', '0', '--theta0', 'w.safetensors', '--mask', 'm1.safetensors', '--out', 't.safetensors']) == 0\n"
         "heavy = [m for m in ('torch', 'torchvision', 'pandas', 'matplotlib') if m in sys.modules]\n"
         "assert not heavy, heavy\n"
     )

@@ -17,7 +17,7 @@ RUNTIME = RuntimeParams(device="cpu", threads=1)
 def experiment(rewind=0):
     return Experiment(name="t", dataset="mnist", model=ModelParams("lenet_300_100"), train=PARAMS,
                       prune=PruneParams("iterative", "layerwise", "large_final", {"fc": 0.2, "output": 0.1}, 1),
-                      reset=ResetParams(rewind_iteration=rewind))
+                      reset=ResetParams(rewind_iteration=rewind, kept="original"))
 
 
 @pytest.fixture

@@ -105,11 +105,12 @@ def cmd_reset(args) -> None:
     from lth import masks, reset
     from lth.artifacts import load_arrays, save_arrays
 
+    _, e = _experiment(args)
     start = load_arrays(args.theta0, made_by=made_by(args.theta0))
     mask = masks.load(args.mask, made_by=made_by(args.mask))
     masks.check(mask, start, args.mask)
-    save_arrays(args.out, reset.ticket(start, mask))
-    print(f"reset: ticket = mask * {args.theta0} -> {args.out}")
+    save_arrays(args.out, reset.ticket(start, mask, e.reset.kept, args.seed))
+    print(f"reset: ticket = mask * {e.reset.kept}({args.theta0}) -> {args.out}")
 
 
 def cmd_reinit(args) -> None:
@@ -201,6 +202,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="new mask; sparsity.json is written beside it")
 
     p = add("reset", cmd_reset, "surviving weights back to theta_0 (or the rewind point): mask * start")
+    p.add_argument("--experiment", required=True)
+    p.add_argument("--seed", type=int, required=True, help="seed of the random mask-1 actions")
     p.add_argument("--theta0", required=True, help="theta_0, or round 0's weights at the rewind iteration")
     p.add_argument("--mask", required=True)
     p.add_argument("--out", required=True)

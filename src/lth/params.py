@@ -61,7 +61,8 @@ class PruneParams:
 
 @dataclass(frozen=True)
 class ResetParams:
-    rewind_iteration: int = 0
+    rewind_iteration: int
+    kept: str
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,8 @@ def prepared(dataset: str) -> str:
 def trunk(p: Params, e: Experiment) -> str:
     """The first experiment whose round 0 is identical to e's (possibly e itself)."""
     for other in p.experiments.values():
-        if (other.dataset, other.model, other.train, other.reset) == (e.dataset, e.model, e.train, e.reset):
+        if (other.dataset, other.model, other.train, other.reset.rewind_iteration) == \
+                (e.dataset, e.model, e.train, e.reset.rewind_iteration):
             return other.name
     raise AssertionError("unreachable: e is among the experiments")
 
@@ -140,7 +141,7 @@ TEMPLATES = {
         Template("train", "lth train --params {params_file} --experiment {experiment} --seed {seed} "
                           "--data {prepared} --ticket {ticket} --mask {mask} --out {dir}",
                  code=("train.py", "models.py", "masks.py", "artifacts.py"),
-                 params=("runtime", f"{EXP}.model", f"{EXP}.train", f"{EXP}.reset"),
+                 params=("runtime", f"{EXP}.model", f"{EXP}.train", f"{EXP}.reset.rewind_iteration"),
                  deps=("{prepared}", "{ticket}", "{mask}"),
                  outs=("{dir}/trained.safetensors", "{dir}/rewind.safetensors", "{dir}/curve.csv"),
                  metrics=("{dir}/metrics.json",)),
@@ -149,8 +150,9 @@ TEMPLATES = {
                  code=("pruning.py", "masks.py", "artifacts.py"),
                  params=tuple(f"{EXP}.prune.{k}" for k in ("schedule", "scope", "criterion", "rates")),
                  deps=("{initial}", "{trained}", "{previous_mask}"), outs=("{mask}",), metrics=("{sparsity}",)),
-        Template("reset", "lth reset --theta0 {theta0} --mask {mask} --out {ticket}",
-                 code=("reset.py", "masks.py", "artifacts.py"), params=(),
+        Template("reset", "lth reset --params {params_file} --experiment {experiment} --seed {reset_seed} "
+                          "--theta0 {theta0} --mask {mask} --out {ticket}",
+                 code=("reset.py", "masks.py", "artifacts.py"), params=(f"{EXP}.reset.kept",),
                  deps=("{theta0}", "{mask}"), outs=("{ticket}",)),
         Template("reinit", "lth reinit --params {params_file} --experiment {experiment} --seed {reinit_seed} "
                            "--mask {mask} --out {ticket}",
@@ -228,7 +230,8 @@ def lineage(p: Params, e: Experiment, seed: int, params_file: str) -> list[Stage
             "trained": f"{source}/trained.safetensors", "previous_mask": f"{source}/mask.safetensors",
             "mask": mask, "sparsity": f"{d}/sparsity.json"}))
         out.append(make_stage("reset", key, {
-            "theta0": reset_source(p, e, seed), "mask": mask, "ticket": f"{d}/ticket.safetensors"}))
+            **base, "reset_seed": 1000 * seed + k, "theta0": reset_source(p, e, seed), "mask": mask,
+            "ticket": f"{d}/ticket.safetensors"}))
         out.append(make_stage("train", key, {**base, "dir": d, "ticket": f"{d}/ticket.safetensors",
                                              "mask": mask}))
         if "reinit" in e.controls:
@@ -244,7 +247,7 @@ def lineage(p: Params, e: Experiment, seed: int, params_file: str) -> list[Stage
                 "shuffle_seed": 1000 * seed + k, "ticket_mask": mask, "mask": random_mask,
                 "sparsity": f"{d}/random/sparsity.json"}))
             out.append(make_stage("reset", f"{key}-random", {
-                "theta0": reset_source(p, e, seed), "mask": random_mask,
+                **base, "reset_seed": 1000 * seed + k, "theta0": reset_source(p, e, seed), "mask": random_mask,
                 "ticket": f"{d}/random/ticket.safetensors"}))
             out.append(make_stage("train", f"{key}-random", {
                 **base, "dir": f"{d}/random", "ticket": f"{d}/random/ticket.safetensors",

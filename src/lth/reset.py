@@ -1,10 +1,21 @@
-"""What a round starts from: the winning ticket m ⊙ theta_0.
+"""What a round starts from: the mask applied to the starting weights (theta_0 or the
+rewind point), with the kept weights' values chosen by a "mask-1 action" (Zhou et al. 2019).
 
-Surviving weights go back to their initial values, pruned weights are exactly zero,
-biases (never pruned) go back to their initial values too.
+Pruned weights are exactly zero; biases (never pruned) go back to their starting values.
+The actions, each a pure function of (start, mask, rng) for one layer:
+
+- original: the starting values (Frankle & Carbin's winning ticket);
+- random_reinit: fresh values from the layer's initial distribution (Glorot normal);
+- random_reshuffle: the layer's kept starting values, permuted among the kept positions;
+- signed_reinit / signed_reshuffle: as above, but each weight keeps its original sign;
+- signed_constant: +-c with the original sign, c the standard deviation of the layer's
+  initial distribution; rand_signed_constant: +-c with random signs.
 """
 
 from __future__ import annotations
+
+import math
+from collections.abc import Callable
 
 import numpy as np
 
@@ -12,8 +23,47 @@ from lth.artifacts import Arrays
 from lth.masks import Mask
 
 
-def ticket(theta0: Arrays, mask: Mask) -> Arrays:
+def glorot_std(shape: tuple[int, ...]) -> float:
+    """Standard deviation of Glorot (xavier) normal init for a weight of this shape."""
+    receptive = math.prod(shape[2:])
+    return math.sqrt(2.0 / (shape[1] * receptive + shape[0] * receptive))
+
+
+def _reshuffled(w: np.ndarray, m: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    out = w.copy()
+    out[m] = rng.permutation(w[m])
+    return out
+
+
+def _fresh(w: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    return rng.normal(0.0, glorot_std(w.shape), w.shape).astype(w.dtype)
+
+
+def _constant(w: np.ndarray) -> np.ndarray:
+    return np.full(w.shape, glorot_std(w.shape), w.dtype)
+
+
+Action = Callable[[np.ndarray, np.ndarray, np.random.Generator], np.ndarray]
+ACTIONS: dict[str, Action] = {
+    "original": lambda w, m, rng: w,
+    "random_reinit": lambda w, m, rng: _fresh(w, rng),
+    "random_reshuffle": _reshuffled,
+    "signed_reinit": lambda w, m, rng: np.sign(w) * np.abs(_fresh(w, rng)),
+    "signed_reshuffle": lambda w, m, rng: np.sign(w) * np.abs(_reshuffled(w, m, rng)),
+    "signed_constant": lambda w, m, rng: np.sign(w) * _constant(w),
+    "rand_signed_constant": lambda w, m, rng: rng.choice(np.array([-1, 1], w.dtype), w.shape) * _constant(w),
+}
+
+
+def ticket(start: Arrays, mask: Mask, kept: str = "original", seed: int = 0) -> Arrays:
+    """mask * action(start) for every prunable layer; other tensors as they start."""
+    rng = np.random.default_rng(seed)
     out = {}
-    for name, w in theta0.items():
-        out[name] = np.where(mask[name], w, np.zeros((), w.dtype)) if name in mask else w.copy()
+    for name in sorted(start):
+        w = start[name]
+        if name in mask:
+            values = ACTIONS[kept](w, mask[name], rng).astype(w.dtype)
+            out[name] = np.where(mask[name], values, np.zeros((), w.dtype))
+        else:
+            out[name] = w.copy()
     return out
