@@ -222,6 +222,7 @@ def lineage(p: Params, e: Experiment, seed: int, params_file: str) -> list[Stage
             **base, "dir": r0, "ticket": theta0(p, e, seed), "mask": f"{r0}/mask.safetensors"}))
     for k in range(1, e.prune.rounds + 1):
         key = f"{e.name}-s{seed}-r{k:02d}"
+        round_seed = 1000 * seed + k  # the random draws of round k of this trial
         d = round_dir(p, e, seed, k)
         source = round_dir(p, e, seed, 0 if e.prune.schedule == "one_shot" else k - 1)
         mask = f"{d}/mask.safetensors"
@@ -230,24 +231,24 @@ def lineage(p: Params, e: Experiment, seed: int, params_file: str) -> list[Stage
             "trained": f"{source}/trained.safetensors", "previous_mask": f"{source}/mask.safetensors",
             "mask": mask, "sparsity": f"{d}/sparsity.json"}))
         out.append(make_stage("reset", key, {
-            **base, "reset_seed": 1000 * seed + k, "theta0": reset_source(p, e, seed), "mask": mask,
+            **base, "reset_seed": round_seed, "theta0": reset_source(p, e, seed), "mask": mask,
             "ticket": f"{d}/ticket.safetensors"}))
         out.append(make_stage("train", key, {**base, "dir": d, "ticket": f"{d}/ticket.safetensors",
                                              "mask": mask}))
         if "reinit" in e.controls:
             ticket = f"{d}/reinit/ticket.safetensors"
             out.append(make_stage("reinit", key, {
-                **base, "reinit_seed": REINIT_SEED_OFFSET + 1000 * seed + k, "mask": mask,
+                **base, "reinit_seed": REINIT_SEED_OFFSET + round_seed, "mask": mask,
                 "ticket": ticket}))
             out.append(make_stage("train", f"{key}-reinit", {
                 **base, "dir": f"{d}/reinit", "ticket": ticket, "mask": mask}))
         if "random" in e.controls:
             random_mask = f"{d}/random/mask.safetensors"
             out.append(make_stage("shuffle", key, {
-                "shuffle_seed": 1000 * seed + k, "ticket_mask": mask, "mask": random_mask,
+                "shuffle_seed": round_seed, "ticket_mask": mask, "mask": random_mask,
                 "sparsity": f"{d}/random/sparsity.json"}))
             out.append(make_stage("reset", f"{key}-random", {
-                **base, "reset_seed": 1000 * seed + k, "theta0": reset_source(p, e, seed), "mask": random_mask,
+                **base, "reset_seed": round_seed, "theta0": reset_source(p, e, seed), "mask": random_mask,
                 "ticket": f"{d}/random/ticket.safetensors"}))
             out.append(make_stage("train", f"{key}-random", {
                 **base, "dir": f"{d}/random", "ticket": f"{d}/random/ticket.safetensors",
