@@ -122,7 +122,9 @@ def train(model: torch.nn.Module, mask: dict[str, torch.Tensor], splits: dict[st
     curve = [record(0)]
     snapshot = models.state_arrays(model) if snapshot_at == 0 else None
     model.train()
-    bar = tqdm(range(1, params.iterations + 1), desc="train", unit="it", disable=None if progress is None else not progress, mininterval=1.0, leave=False)
+    # progress bar on a terminal only (disable=None), so pipeline logs stay quiet
+    bar = tqdm(range(1, params.iterations + 1), desc="train", unit="it", mininterval=1.0, leave=False,
+               disable=None if progress is None else not progress)
     for iteration in bar:
         if cursor + batch > n_train:  # a new epoch: reshuffle, drop the ragged tail
             order, cursor = torch.randperm(n_train, generator=generator), 0
