@@ -52,7 +52,7 @@ def lenet_matmul_floor(batch: int, repeat: int) -> tuple[float, float]:
     g = [torch.randn(batch, o) for _, o in sizes]
 
     def step():
-        for xi, wi, gi in zip(x, w, g):
+        for xi, wi, gi in zip(x, w, g, strict=True):
             xi @ wi.T          # forward
             gi.T @ xi          # weight gradient
             gi @ wi            # input gradient

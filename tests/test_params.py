@@ -1,7 +1,7 @@
 import pytest
 import yaml
-
 from conftest import REPO
+
 from lth.params import ParamsError, from_dict, load
 
 

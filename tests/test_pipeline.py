@@ -8,7 +8,6 @@ Snakemake jobs are mapped to them by their outputs.
 import copy
 
 import pytest
-
 from conftest import TINY, Pipeline, digests, run
 
 pytestmark = pytest.mark.pipeline

@@ -4,8 +4,8 @@ import sys
 import numpy as np
 import pytest
 import yaml
-
 from conftest import REPO
+
 from lth import LthError, plan
 from lth.artifacts import save_arrays
 from lth.params import from_dict, load
@@ -93,7 +93,7 @@ def test_generated_dvc_yaml_expands_to_the_plans_commands(tiny_params):
         for key, item in block["foreach"].items():
             text = yaml.safe_dump(block["do"])
             for field, value in item.items():
-                text = text.replace("${item.%s}" % field, str(value))
+                text = text.replace("${item." + field + "}", str(value))
             expanded[f"{name}@{key}"] = yaml.safe_load(text)
     for s in plan.stages(p):
         block = expanded.pop(s.id)

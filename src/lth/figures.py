@@ -66,7 +66,7 @@ def line_label(row) -> str:
 
 def panels(data: pd.DataFrame, quantities: list[str], hue: str, title: str) -> plt.Figure:
     fig, axes = plt.subplots(1, len(quantities), figsize=(4.6 * len(quantities), 4), squeeze=False)
-    for ax, q in zip(axes[0], quantities):
+    for ax, q in zip(axes[0], quantities, strict=True):
         sns.lineplot(data=data, x="percent_remaining", y=q, hue=hue, style="branch", dashes=DASHES,
                      errorbar=MIN_MAX, marker="o", markersize=4, ax=ax)
         first = data[data.experiment == data.experiment.iloc[0]]
@@ -117,7 +117,7 @@ def fig3(rounds: pd.DataFrame, curves: pd.DataFrame, experiment: str, wanted: li
     order = [percent_label(by_round[k]) for k in chosen]
     branches = list(dict.fromkeys(mine["branch"]))
     fig, axes = plt.subplots(1, len(branches), figsize=(6 * len(branches), 4.5), squeeze=False, sharey=True)
-    for ax, branch in zip(axes[0], branches):
+    for ax, branch in zip(axes[0], branches, strict=True):
         # controls start at round 1; their panel shows the dense round 0 for reference
         data = mine[mine["round"].isin(chosen) & ((mine.branch == branch) | (mine["round"] == 0))].copy()
         data["Pm"] = data["percent_remaining"].map(percent_label)

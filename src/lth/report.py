@@ -94,7 +94,8 @@ def experiment_section(e: Experiment, rounds: pd.DataFrame) -> list[str]:
             text = (f"- {row.percent_remaining:.1f}% (round {k}): early stop "
                     f"{dense.early_stop_iteration / row.early_stop_iteration:.2f}x sooner than dense, test "
                     f"accuracy {100 * (row.early_stop_test_accuracy - dense.early_stop_test_accuracy):+.2f} "
-                    f"points ({100 * row.early_stop_test_accuracy:.2f}% vs {100 * dense.early_stop_test_accuracy:.2f}%)")
+                    f"points ({100 * row.early_stop_test_accuracy:.2f}% vs "
+                    f"{100 * dense.early_stop_test_accuracy:.2f}%)")
             reinit = mine[(mine.branch == "reinit") & (mine["round"] == k)]
             if len(reinit):
                 r = reinit.iloc[0]

@@ -23,8 +23,8 @@ from tqdm import tqdm
 
 from lth import LthError, masks, models
 from lth.artifacts import load_arrays, save_arrays, write_json, write_text
-from lth.plan import made_by
 from lth.params import Experiment, RuntimeParams, TrainParams
+from lth.plan import made_by
 
 CURVE_COLUMNS = ("iteration", "train_loss", "train_accuracy", "validation_loss",
                  "validation_accuracy", "test_loss", "test_accuracy")
