@@ -114,14 +114,14 @@ def cmd_reset(args) -> None:
 
 
 def cmd_reinit(args) -> None:
-    from lth import masks, models, reset
-    from lth.artifacts import save_arrays
+    from lth import masks, reset
+    from lth.artifacts import load_arrays, save_arrays
 
-    _, e = _experiment(args)
-    fresh = models.make_theta0(e.model.name, e.dataset, args.seed)
+    theta0 = load_arrays(args.theta0, made_by=made_by(args.theta0))
     mask = masks.load(args.mask, made_by=made_by(args.mask))
-    masks.check(mask, fresh, args.mask)
-    save_arrays(args.out, reset.ticket(fresh, mask))
+    masks.check(mask, theta0, args.mask)
+    # a fresh draw from the initial distribution (Glorot normal, zero biases), numpy only
+    save_arrays(args.out, reset.ticket(theta0, mask, "random_reinit", args.seed))
     print(f"reinit: ticket's mask * fresh init (seed {args.seed}) -> {args.out}")
 
 
@@ -209,8 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
 
     p = add("reinit", cmd_reinit, "control: the ticket's mask with a fresh random initialization")
-    p.add_argument("--experiment", required=True)
     p.add_argument("--seed", type=int, required=True, help="seed of the fresh initialization")
+    p.add_argument("--theta0", required=True, help="theta_0 (for shapes and biases)")
     p.add_argument("--mask", required=True, help="the ticket's mask")
     p.add_argument("--out", required=True)
 

@@ -154,10 +154,9 @@ TEMPLATES = {
                           "--theta0 {theta0} --mask {mask} --out {ticket}",
                  code=("reset.py", "masks.py", "artifacts.py"), params=(f"{EXP}.reset.kept",),
                  deps=("{theta0}", "{mask}"), outs=("{ticket}",)),
-        Template("reinit", "lth reinit --params {params_file} --experiment {experiment} --seed {reinit_seed} "
-                           "--mask {mask} --out {ticket}",
-                 code=("models.py", "reset.py", "masks.py", "artifacts.py"),
-                 params=(f"{EXP}.model", f"{EXP}.dataset"), deps=("{mask}",), outs=("{ticket}",)),
+        Template("reinit", "lth reinit --seed {reinit_seed} --theta0 {theta0} --mask {mask} --out {ticket}",
+                 code=("reset.py", "masks.py", "artifacts.py"), params=(),
+                 deps=("{theta0}", "{mask}"), outs=("{ticket}",)),
         Template("shuffle", "lth shuffle --seed {shuffle_seed} --mask {ticket_mask} --out {mask}",
                  code=("pruning.py", "masks.py", "artifacts.py"), params=(),
                  deps=("{ticket_mask}",), outs=("{mask}",), metrics=("{sparsity}",)),
@@ -238,7 +237,7 @@ def lineage(p: Params, e: Experiment, seed: int, params_file: str) -> list[Stage
         if "reinit" in e.controls:
             ticket = f"{d}/reinit/ticket.safetensors"
             out.append(make_stage("reinit", key, {
-                **base, "reinit_seed": REINIT_SEED_OFFSET + round_seed, "mask": mask,
+                "reinit_seed": REINIT_SEED_OFFSET + round_seed, "theta0": theta0(p, e, seed), "mask": mask,
                 "ticket": ticket}))
             out.append(make_stage("train", f"{key}-reinit", {
                 **base, "dir": f"{d}/reinit", "ticket": ticket, "mask": mask}))
