@@ -104,7 +104,7 @@ def test_generated_dvc_yaml_expands_to_the_plans_commands(tiny_params):
     assert "experiments.tiny.train" in doc["train"]["do"]["params"][2].replace("${item.experiment}", "tiny")
 
 
-def test_prune_and_reset_do_not_import_torch(tmp_path, tiny_params):
+def test_prune_reset_shuffle_and_reinit_do_not_import_torch(tmp_path, tiny_params):
     rng = np.random.default_rng(0)
     w = {"fc1.weight": rng.normal(size=(8, 4)).astype(np.float32), "fc1.bias": np.zeros(8, np.float32),
          "output.weight": rng.normal(size=(3, 8)).astype(np.float32)}
@@ -115,6 +115,9 @@ def test_prune_and_reset_do_not_import_torch(tmp_path, tiny_params):
         "import sys\nfrom lth.cli import main\n"
         "assert main(['prune', '--experiment', 'tiny', '--initial', 'w.safetensors', '--trained', 'w.safetensors', '--mask', 'm.safetensors', '--out', 'm1.safetensors']) == 0\n"
         "assert main(['reset', '--experiment', 'tiny', '--seed', '0', '--theta0', 'w.safetensors', '--mask', 'm1.safetensors', '--out', 't.safetensors']) == 0\n"
+        "assert main(['shuffle', '--seed', '1', '--mask', 'm1.safetensors', '--out', 'r.safetensors']) == 0\n"
+        "assert main(['reinit', '--seed', '2', '--theta0', 'w.safetensors', '--mask', 'm1.safetensors', "
+        "'--out', 'ri.safetensors']) == 0\n"
         "heavy = [m for m in ('torch', 'torchvision', 'pandas', 'matplotlib') if m in sys.modules]\n"
         "assert not heavy, heavy\n"
     )
