@@ -114,7 +114,7 @@ def test_prune_reset_shuffle_and_reinit_do_not_import_torch(tmp_path, tiny_param
     script = (
         "import sys\nfrom lth.cli import main\n"
         "assert main(['prune', '--experiment', 'tiny', '--initial', 'w.safetensors', '--trained', 'w.safetensors', '--mask', 'm.safetensors', '--out', 'm1.safetensors']) == 0\n"
-        "assert main(['reset', '--experiment', 'tiny', '--seed', '0', '--theta0', 'w.safetensors', '--mask', 'm1.safetensors', '--out', 't.safetensors']) == 0\n"
+        "assert main(['reset', '--experiment', 'tiny', '--seed', '0', '--theta0', 'w.safetensors', '--trained', 'w.safetensors', '--mask', 'm1.safetensors', '--out', 't.safetensors']) == 0\n"
         "assert main(['shuffle', '--seed', '1', '--mask', 'm1.safetensors', '--out', 'r.safetensors']) == 0\n"
         "assert main(['reinit', '--seed', '2', '--theta0', 'w.safetensors', '--mask', 'm1.safetensors', "
         "'--out', 'ri.safetensors']) == 0\n"

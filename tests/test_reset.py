@@ -63,3 +63,40 @@ def test_reinits_draw_fresh_magnitudes():
     assert not np.isin(fresh, W0[M]).any()
     signed = action("signed_reinit", seed=1)["fc1.weight"][M]
     assert np.array_equal(np.sign(signed), np.sign(W0[M])) and not np.isin(np.abs(signed), np.abs(W0[M])).any()
+
+
+# Mask-0 actions on hand-made weights: start W0, trained WT (|WT| < |W0| where "fell").
+WT = np.array([[0.9, -0.1, 0.0, -0.5], [0.1, -0.7, 0.3, -0.3]], np.float32)
+FELL = np.abs(WT) < np.abs(W0)  # [[F, T, T, F], [T, F, F, F]]
+
+
+def pruned_action(pruned, kept="original"):
+    return reset.ticket({"fc1.weight": W0}, {"fc1.weight": M}, kept, 0, pruned, {"fc1.weight": WT})["fc1.weight"]
+
+
+def test_freeze_init_keeps_pruned_weights_at_their_start():
+    t = pruned_action("freeze_init")
+    assert np.array_equal(t, W0)  # kept: original; pruned: frozen at start
+    assert np.array_equal(pruned_action("freeze_init", "signed_constant")[~M], W0[~M])
+
+
+def test_variant1_zeroes_pruned_weights_that_fell_and_freezes_the_rest():
+    t = pruned_action("variant1")
+    # pruned positions: (0,2) fell -> 0; (1,0) fell -> 0; (1,3) grew -> frozen at W0
+    assert t[0, 2] == 0 and t[1, 0] == 0 and t[1, 3] == W0[1, 3]
+    assert np.array_equal(t[M], W0[M])  # kept weights untouched
+
+
+def test_variant2_also_starts_kept_weights_that_fell_at_zero():
+    t = pruned_action("variant2")
+    assert np.array_equal(t[~M], pruned_action("variant1")[~M])
+    # kept positions: (0,1) fell -> 0; the others keep W0
+    assert t[0, 1] == 0
+    assert np.array_equal(t[M & ~FELL], W0[M & ~FELL])
+
+
+def test_variants_need_the_trained_weights_and_unknown_actions_fail():
+    with pytest.raises(ValueError, match="needs the trained weights"):
+        reset.ticket({"fc1.weight": W0}, {"fc1.weight": M}, pruned="variant1")
+    with pytest.raises(ValueError, match="unknown mask-0 action 'frozen'"):
+        reset.ticket({"fc1.weight": W0}, {"fc1.weight": M}, pruned="frozen")

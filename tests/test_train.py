@@ -72,10 +72,10 @@ def test_early_stop_is_the_first_minimum_of_validation_loss():
     assert stop["iteration"] == 200 and stop["test_accuracy"] == pytest.approx(0.92)
 
 
-def run_round(tmp_path, prepared, name, mask_np=None, rewind=0):
+def run_round(tmp_path, prepared, name, mask_np=None, rewind=0, pruned="zero"):
     theta0 = models.make_theta0("lenet_300_100", "mnist", seed=0)
     mask_np = mask_np if mask_np is not None else masks.dense(theta0)
-    save_arrays(tmp_path / f"{name}-ticket.safetensors", reset.ticket(theta0, mask_np))
+    save_arrays(tmp_path / f"{name}-ticket.safetensors", reset.ticket(theta0, mask_np, pruned=pruned))
     masks.save(tmp_path / f"{name}-mask.safetensors", mask_np)
     out = tmp_path / name
     metrics = train.run(experiment(rewind), RUNTIME, prepared, tmp_path / f"{name}-ticket.safetensors",
@@ -136,3 +136,20 @@ def test_rewind_point_is_the_weights_at_iteration_k(tmp_path, prepared):
     ticket = reset.ticket(rewind, mask)
     m = mask["fc1.weight"]
     assert np.array_equal(ticket["fc1.weight"][m], after_13["fc1.weight"][m])
+
+
+def test_frozen_pruned_weights_stay_at_their_initial_values(tmp_path, prepared):
+    """Mask-0 action freeze_init: pruned weights are nonzero, take part in the forward pass,
+    and never move; the kept weights learn."""
+    from lth.artifacts import load_arrays
+
+    theta0 = models.make_theta0("lenet_300_100", "mnist", seed=0)
+    mask_np = half_mask(theta0)
+    out, metrics = run_round(tmp_path, prepared, "frozen", mask_np, pruned="freeze_init")
+    zeroed, _ = run_round(tmp_path, prepared, "zeroed", mask_np)
+    trained = load_arrays(out / "trained.safetensors", "train")
+    for name, m in mask_np.items():
+        assert np.array_equal(trained[name][~m], theta0[name][~m]) and np.any(trained[name][~m] != 0)
+        assert not np.array_equal(trained[name][m], theta0[name][m])
+    # the frozen weights change what the network computes
+    assert (out / "curve.csv").read_text() != (zeroed / "curve.csv").read_text()

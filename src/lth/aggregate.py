@@ -1,8 +1,11 @@
 """The `aggregate` stage: every training's metrics and curve -> two tidy tables.
 
 rounds.csv: one row per training (experiment, seed, round, branch) with percent remaining,
-early-stop iteration and accuracies. curves.csv: one row per evaluation of each training.
-`branch` is `ticket` for the lineage itself and `reinit` / `random` for its controls.
+early-stop iteration and accuracies, and the experiment's criterion and mask-1/mask-0
+actions. curves.csv: one row per evaluation of each training. `branch` is `ticket` for
+the lineage itself and `reinit` / `random` for its controls. untrained.csv: every
+masked untrained network evaluated (Zhou et al.'s supermasks); supermask.csv: one row
+per learned supermask. Both are empty (header only) when no experiment asks for them.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from lth import plan
 from lth.artifacts import atomic_path, read, read_json
 from lth.params import Params
 
-KEYS = ["experiment", "dataset", "model", "schedule", "branch", "seed", "round"]
+KEYS = ["experiment", "dataset", "model", "schedule", "criterion", "kept", "pruned", "branch", "seed", "round"]
 METRICS = ["percent_remaining", "early_stop_iteration", "early_stop_test_accuracy",
            "early_stop_validation_loss", "early_stop_validation_accuracy", "final_train_accuracy",
            "final_train_loss", "final_test_accuracy", "final_validation_accuracy", "iterations",
@@ -26,7 +29,8 @@ def collect(p: Params) -> tuple[pd.DataFrame, pd.DataFrame]:
     rounds, curves = [], []
     for e, seed, k, branch, d in plan.trained_dirs(p):
         keys = {"experiment": e.name, "dataset": e.dataset, "model": e.model.name,
-                "schedule": e.prune.schedule, "branch": branch, "seed": seed, "round": k}
+                "schedule": e.prune.schedule, "criterion": e.prune.criterion, "kept": e.reset.kept,
+                "pruned": e.reset.pruned, "branch": branch, "seed": seed, "round": k}
         metrics = read_json(Path(d) / "metrics.json", made_by="train")
         rounds.append({**keys, **{m: metrics[m] for m in METRICS}})
         curve = read(Path(d) / "curve.csv", "train", pd.read_csv)
@@ -36,6 +40,23 @@ def collect(p: Params) -> tuple[pd.DataFrame, pd.DataFrame]:
     return pd.DataFrame(rounds), curves[front + [c for c in curves.columns if c not in front]]
 
 
+def collect_supermasks(p: Params) -> tuple[pd.DataFrame, pd.DataFrame]:
+    untrained, learned = [], []
+    for e in p.experiments.values():
+        keys = {"experiment": e.name, "dataset": e.dataset, "model": e.model.name}
+        for seed in p.seeds:
+            if e.supermask.untrained:
+                untrained.append(read(plan.untrained_table(e, seed), "untrained", pd.read_csv).assign(**keys))
+            if e.supermask.learned:
+                metrics = read_json(Path(plan.supermask_dir(e, seed)) / "metrics.json", made_by="supermask")
+                learned.append({**keys, **metrics})
+    front = ["experiment", "dataset", "model"]
+    untrained = pd.concat(untrained, ignore_index=True) if untrained else pd.DataFrame(columns=front)
+    learned = pd.DataFrame(learned) if learned else pd.DataFrame(columns=front)
+    return (untrained[front + [c for c in untrained.columns if c not in front]],
+            learned[front + [c for c in learned.columns if c not in front]])
+
+
 def write_csv(frame: pd.DataFrame, path: Path) -> None:
     with atomic_path(path) as tmp:
         frame.to_csv(tmp, index=False, float_format="%.6g")
@@ -43,6 +64,7 @@ def write_csv(frame: pd.DataFrame, path: Path) -> None:
 
 def run(p: Params, out_dir: Path) -> pd.DataFrame:
     rounds, curves = collect(p)
-    write_csv(rounds, out_dir / "rounds.csv")
-    write_csv(curves, out_dir / "curves.csv")
+    untrained, learned = collect_supermasks(p)
+    for name, table in zip(plan.TABLES, (rounds, curves, untrained, learned), strict=True):
+        write_csv(table, out_dir / name)
     return rounds

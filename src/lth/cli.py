@@ -20,8 +20,10 @@ Each round k of an experiment's lineage (one per seed) is three stages:
   reset   ticket_k = mask_k * theta_0  (the winning-ticket candidate)
   train   train ticket_k under mask_k; curve, early stop, metrics
 Round 0 trains theta_0 densely. Controls branch off each round: `reinit` (the mask with
-a fresh init) and `shuffle` (a random mask of the same per-layer sparsity). `data` and
-`init` come first; `aggregate`, `figures` and `report` end the pipeline.
+a fresh init) and `shuffle` (a random mask of the same per-layer sparsity). Supermasks
+(Zhou et al.): `untrained` evaluates masked untrained networks, `supermask` learns a
+mask over frozen weights. `data` and `init` come first; `aggregate`, `figures` and
+`report` end the pipeline.
 `dvc repro` and `snakemake --cores N` both run exactly these commands, reading params.yaml.
 """
 
@@ -107,10 +109,43 @@ def cmd_reset(args) -> None:
 
     _, e = _experiment(args)
     start = load_arrays(args.theta0, made_by=made_by(args.theta0))
+    trained = load_arrays(args.trained, made_by=made_by(args.trained))
     mask = masks.load(args.mask, made_by=made_by(args.mask))
     masks.check(mask, start, args.mask)
-    save_arrays(args.out, reset.ticket(start, mask, e.reset.kept, args.seed))
-    print(f"reset: ticket = mask * {e.reset.kept}({args.theta0}) -> {args.out}")
+    save_arrays(args.out, reset.ticket(start, mask, e.reset.kept, args.seed, e.reset.pruned, trained))
+    print(f"reset: ticket = {e.reset.kept}({args.theta0}) where kept, {e.reset.pruned} where pruned -> {args.out}")
+
+
+def cmd_untrained(args) -> None:
+    from lth import supermask
+
+    p, e = _experiment(args)
+    if e.supermask.untrained is None:
+        raise _no_supermask(args, "untrained")
+    rows = supermask.untrained(e, p.runtime, Path(args.data), Path(args.theta0), Path(args.trained),
+                               Path(args.out), seed=args.seed)
+    best = max(rows, key=lambda r: r["validation_accuracy"])
+    print(f"untrained: {len(rows)} masked untrained networks evaluated -> {args.out}; best by validation: "
+          f"{best['criterion']} + {best['action']} at {best['percent_remaining']:.1f}%, "
+          f"test accuracy {best['test_accuracy']:.4f}")
+
+
+def cmd_supermask(args) -> None:
+    from lth import supermask
+
+    p, e = _experiment(args)
+    if e.supermask.learned is None:
+        raise _no_supermask(args, "learned")
+    m = supermask.learn(e, p.runtime, Path(args.data), Path(args.theta0), Path(args.out), seed=args.seed)
+    print(f"supermask: {m['final_percent_expected']:.1f}% expected ones, test accuracy "
+          f"{m['final_sampled_test_accuracy']:.4f} (sampled) / {m['final_expected_test_accuracy']:.4f} (expected)")
+
+
+def _no_supermask(args, key: str):
+    from lth.params import ParamsError
+
+    return ParamsError(f"{args.params}: experiments.{args.experiment}.supermask.{key} is not set, "
+                       "so there is nothing to do; set it (see params.schema.yaml)")
 
 
 def cmd_reinit(args) -> None:
@@ -205,8 +240,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--experiment", required=True)
     p.add_argument("--seed", type=int, required=True, help="seed of the random mask-1 actions")
     p.add_argument("--theta0", required=True, help="theta_0, or round 0's weights at the rewind iteration")
+    p.add_argument("--trained", required=True,
+                   help="the trained weights the mask was ranked on (mask-0 variants use their movement)")
     p.add_argument("--mask", required=True)
     p.add_argument("--out", required=True)
+
+    p = add("untrained", cmd_untrained,
+            "supermasks: evaluate theta_0 under one-shot masks of each criterion, with no training")
+    p.add_argument("--experiment", required=True)
+    p.add_argument("--seed", type=int, required=True, help="seed of the random mask-1 actions")
+    p.add_argument("--data", required=True, help="prepared tensors from `lth data`")
+    p.add_argument("--theta0", required=True)
+    p.add_argument("--trained", required=True, help="round 0's trained weights (the masks are ranked on them)")
+    p.add_argument("--out", required=True, help="table (.csv), one row per criterion, action and percent")
+
+    p = add("supermask", cmd_supermask,
+            "learn a supermask: frozen weights, Bernoulli(sigmoid(score)) masks, straight-through gradient")
+    p.add_argument("--experiment", required=True)
+    p.add_argument("--seed", type=int, required=True, help="seed of the batch order and mask samples")
+    p.add_argument("--data", required=True, help="prepared tensors from `lth data`")
+    p.add_argument("--theta0", required=True)
+    p.add_argument("--out", required=True, help="directory for scores, curve and metrics")
 
     p = add("reinit", cmd_reinit, "control: the ticket's mask with a fresh random initialization")
     p.add_argument("--seed", type=int, required=True, help="seed of the fresh initialization")

@@ -63,6 +63,31 @@ class PruneParams:
 class ResetParams:
     rewind_iteration: int
     kept: str
+    pruned: str = "zero"
+
+
+@dataclass(frozen=True)
+class UntrainedParams:
+    criteria: tuple[str, ...]
+    actions: tuple[str, ...]
+    steps: int
+
+
+@dataclass(frozen=True)
+class LearnedParams:
+    iterations: int
+    batch_size: int
+    lr: float
+    momentum: float
+    weights: str
+    eval_every: int
+    samples: int
+
+
+@dataclass(frozen=True)
+class SupermaskParams:
+    untrained: UntrainedParams | None = None
+    learned: LearnedParams | None = None
 
 
 @dataclass(frozen=True)
@@ -74,6 +99,7 @@ class Experiment:
     prune: PruneParams
     reset: ResetParams
     controls: tuple[str, ...] = ()
+    supermask: SupermaskParams = SupermaskParams()
 
 
 @dataclass(frozen=True)
@@ -129,6 +155,12 @@ def validate(raw: dict[str, Any], source: str | Path = "params.yaml") -> None:
         if e["model"]["name"].startswith("conv") and "conv" not in e["prune"]["rates"]:
             raise ParamsError(f"{where}.prune.rates.conv is missing; model {e['model']['name']} "
                               "has conv layers and needs a rate for them (paper: 0.1 or 0.15)")
+        learned = (e.get("supermask") or {}).get("learned")
+        if learned and learned["eval_every"] > learned["iterations"]:
+            raise ParamsError(
+                f"{where}.supermask.learned.eval_every = {learned['eval_every']} is larger than its "
+                f"iterations = {learned['iterations']}; it must be at most the number of iterations"
+            )
         rewind = e["reset"]["rewind_iteration"]
         if rewind > e["train"]["iterations"]:
             raise ParamsError(f"{where}.reset.rewind_iteration = {rewind} is beyond "
@@ -169,6 +201,16 @@ def experiment(name: str, raw: dict[str, Any]) -> Experiment:
         name=name, dataset=raw["dataset"], model=ModelParams(**raw["model"]),
         train=TrainParams(**raw["train"]), prune=PruneParams(**raw["prune"]),
         reset=ResetParams(**raw["reset"]), controls=tuple(raw.get("controls", [])),
+        supermask=supermask(raw.get("supermask") or {}),
+    )
+
+
+def supermask(raw: dict[str, Any]) -> SupermaskParams:
+    untrained, learned = raw.get("untrained"), raw.get("learned")
+    return SupermaskParams(
+        untrained=None if untrained is None else UntrainedParams(
+            criteria=tuple(untrained["criteria"]), actions=tuple(untrained["actions"]), steps=untrained["steps"]),
+        learned=None if learned is None else LearnedParams(**learned),
     )
 
 

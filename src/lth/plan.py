@@ -70,6 +70,14 @@ def reset_source(p: Params, e: Experiment, seed: int) -> str:
     return f"{round_dir(p, e, seed, 0)}/rewind.safetensors"
 
 
+def untrained_table(e: Experiment, seed: int) -> str:
+    return f"{seed_dir(e.name, seed)}/untrained.csv"
+
+
+def supermask_dir(e: Experiment, seed: int) -> str:
+    return f"{seed_dir(e.name, seed)}/supermask"
+
+
 def made_by(path: str | Path) -> str:
     """The stage that makes an artifact, from its file name (for error messages)."""
     path = Path(path)
@@ -80,6 +88,10 @@ def made_by(path: str | Path) -> str:
         return "shuffle" if parent == "random" else "prune"
     if path.name == "ticket.safetensors":
         return "reinit" if parent == "reinit" else "reset"
+    if path.name == "untrained.csv":
+        return "untrained"
+    if parent == "supermask" and path.name in ("scores.safetensors", "metrics.json", "curve.csv"):
+        return "supermask"
     if path.name in ("trained.safetensors", "rewind.safetensors", "metrics.json", "curve.csv"):
         return "train"
     if path.parent.name == "prepared":
@@ -88,6 +100,7 @@ def made_by(path: str | Path) -> str:
 
 
 RESULTS = "results"
+TABLES = ("rounds.csv", "curves.csv", "untrained.csv", "supermask.csv")
 
 
 def figure_names(p: Params) -> list[str]:
@@ -151,24 +164,38 @@ TEMPLATES = {
                  params=tuple(f"{EXP}.prune.{k}" for k in ("schedule", "scope", "criterion", "rates")),
                  deps=("{initial}", "{trained}", "{previous_mask}"), outs=("{mask}",), metrics=("{sparsity}",)),
         Template("reset", "lth reset --params {params_file} --experiment {experiment} --seed {reset_seed} "
-                          "--theta0 {theta0} --mask {mask} --out {ticket}",
-                 code=("reset.py", "masks.py", "artifacts.py"), params=(f"{EXP}.reset.kept",),
-                 deps=("{theta0}", "{mask}"), outs=("{ticket}",)),
+                          "--theta0 {theta0} --trained {trained} --mask {mask} --out {ticket}",
+                 code=("reset.py", "masks.py", "artifacts.py"),
+                 params=(f"{EXP}.reset.kept", f"{EXP}.reset.pruned"),
+                 deps=("{theta0}", "{trained}", "{mask}"), outs=("{ticket}",)),
         Template("reinit", "lth reinit --seed {reinit_seed} --theta0 {theta0} --mask {mask} --out {ticket}",
                  code=("reset.py", "masks.py", "artifacts.py"), params=(),
                  deps=("{theta0}", "{mask}"), outs=("{ticket}",)),
         Template("shuffle", "lth shuffle --seed {shuffle_seed} --mask {ticket_mask} --out {mask}",
                  code=("pruning.py", "masks.py", "artifacts.py"), params=(),
                  deps=("{ticket_mask}",), outs=("{mask}",), metrics=("{sparsity}",)),
+        Template("untrained", "lth untrained --params {params_file} --experiment {experiment} --seed {seed} "
+                              "--data {prepared} --theta0 {theta0} --trained {trained} --out {table}",
+                 code=("supermask.py", "pruning.py", "reset.py", "models.py", "masks.py", "artifacts.py"),
+                 params=("runtime", f"{EXP}.model", f"{EXP}.prune.rates", f"{EXP}.prune.scope",
+                         f"{EXP}.supermask.untrained"),
+                 deps=("{prepared}", "{theta0}", "{trained}"), outs=("{table}",)),
+        Template("supermask", "lth supermask --params {params_file} --experiment {experiment} --seed {seed} "
+                              "--data {prepared} --theta0 {theta0} --out {dir}",
+                 code=("supermask.py", "train.py", "reset.py", "models.py", "artifacts.py"),
+                 params=("runtime", f"{EXP}.model", f"{EXP}.supermask.learned"),
+                 deps=("{prepared}", "{theta0}"),
+                 outs=("{dir}/scores.safetensors", "{dir}/curve.csv"), metrics=("{dir}/metrics.json",)),
         Template("aggregate", "lth aggregate --params {params_file} --out {results}",
                  code=("aggregate.py", "plan.py", "artifacts.py"), params=("seeds", "experiments"),
-                 deps=("{runs}",), outs=("{results}/rounds.csv", "{results}/curves.csv")),
+                 deps=("{runs}",), outs=tuple(f"{{results}}/{t}" for t in TABLES)),
         Template("figures", "lth figures --params {params_file} --tables {results} --out {results}/figures",
                  code=("figures.py", "plan.py", "artifacts.py"), params=("figures", "experiments"),
-                 deps=("{results}/rounds.csv", "{results}/curves.csv"), outs=("{figures}",)),
+                 deps=tuple(f"{{results}}/{t}" for t in TABLES), outs=("{figures}",)),
         Template("report", "lth report --params {params_file} --results {results} --out {results}/report.md",
                  code=("report.py", "plan.py", "artifacts.py"), params=("seeds", "runtime", "experiments"),
-                 deps=("{results}/rounds.csv",), outs=("{results}/report.md",)),
+                 deps=("{results}/rounds.csv", "{results}/untrained.csv", "{results}/supermask.csv"),
+                 outs=("{results}/report.md",)),
     )
 }
 
@@ -219,6 +246,13 @@ def lineage(p: Params, e: Experiment, seed: int, params_file: str) -> list[Stage
             "sparsity": f"{r0}/sparsity.json"}))
         out.append(make_stage("train", f"{e.name}-s{seed}-r00", {
             **base, "dir": r0, "ticket": theta0(p, e, seed), "mask": f"{r0}/mask.safetensors"}))
+    if e.supermask.untrained:
+        out.append(make_stage("untrained", f"{e.name}-s{seed}", {
+            **base, "theta0": theta0(p, e, seed), "trained": f"{r0}/trained.safetensors",
+            "table": untrained_table(e, seed)}))
+    if e.supermask.learned:
+        out.append(make_stage("supermask", f"{e.name}-s{seed}", {
+            **base, "theta0": theta0(p, e, seed), "dir": supermask_dir(e, seed)}))
     for k in range(1, e.prune.rounds + 1):
         key = f"{e.name}-s{seed}-r{k:02d}"
         round_seed = 1000 * seed + k  # the random draws of round k of this trial
@@ -229,9 +263,10 @@ def lineage(p: Params, e: Experiment, seed: int, params_file: str) -> list[Stage
             **base, "steps": k if e.prune.schedule == "one_shot" else 1, "initial": reset_source(p, e, seed),
             "trained": f"{source}/trained.safetensors", "previous_mask": f"{source}/mask.safetensors",
             "mask": mask, "sparsity": f"{d}/sparsity.json"}))
+        trained = f"{source}/trained.safetensors"
         out.append(make_stage("reset", key, {
-            **base, "reset_seed": round_seed, "theta0": reset_source(p, e, seed), "mask": mask,
-            "ticket": f"{d}/ticket.safetensors"}))
+            **base, "reset_seed": round_seed, "theta0": reset_source(p, e, seed), "trained": trained,
+            "mask": mask, "ticket": f"{d}/ticket.safetensors"}))
         out.append(make_stage("train", key, {**base, "dir": d, "ticket": f"{d}/ticket.safetensors",
                                              "mask": mask}))
         if "reinit" in e.controls:
@@ -247,8 +282,8 @@ def lineage(p: Params, e: Experiment, seed: int, params_file: str) -> list[Stage
                 "shuffle_seed": round_seed, "ticket_mask": mask, "mask": random_mask,
                 "sparsity": f"{d}/random/sparsity.json"}))
             out.append(make_stage("reset", f"{key}-random", {
-                **base, "reset_seed": round_seed, "theta0": reset_source(p, e, seed), "mask": random_mask,
-                "ticket": f"{d}/random/ticket.safetensors"}))
+                **base, "reset_seed": round_seed, "theta0": reset_source(p, e, seed), "trained": trained,
+                "mask": random_mask, "ticket": f"{d}/random/ticket.safetensors"}))
             out.append(make_stage("train", f"{key}-random", {
                 **base, "dir": f"{d}/random", "ticket": f"{d}/random/ticket.safetensors",
                 "mask": random_mask}))
@@ -270,6 +305,18 @@ def trained_dirs(p: Params) -> list[tuple[Experiment, int, int, str, str]]:
     return out
 
 
+def supermask_files(p: Params) -> list[str]:
+    """The untrained-evaluation tables and learned-supermask metrics that aggregate reads."""
+    out = []
+    for e in p.experiments.values():
+        for seed in p.seeds:
+            if e.supermask.untrained:
+                out.append(untrained_table(e, seed))
+            if e.supermask.learned:
+                out.append(f"{supermask_dir(e, seed)}/metrics.json")
+    return out
+
+
 def stages(p: Params, params_file: str = PARAMS_FILE) -> list[Stage]:
     """Every stage of the pipeline for these params, in an order that respects deps."""
     datasets = dict.fromkeys(e.dataset for e in p.experiments.values())
@@ -280,7 +327,7 @@ def stages(p: Params, params_file: str = PARAMS_FILE) -> list[Stage]:
             out += lineage(p, e, seed, params_file)
     results = {"params_file": params_file, "results": RESULTS, "figures": figure_files(p),
                "runs": list(dict.fromkeys(f"{d}/{f}" for *_, d in trained_dirs(p)
-                                          for f in ("metrics.json", "curve.csv")))}
+                                          for f in ("metrics.json", "curve.csv"))) + supermask_files(p)}
     out += [make_stage(name, None, results) for name in ("aggregate", "figures", "report")]
     return out
 

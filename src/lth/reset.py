@@ -10,6 +10,16 @@ The actions, each a pure function of (start, mask, rng) for one layer:
 - signed_reinit / signed_reshuffle: as above, but each weight keeps its original sign;
 - signed_constant: +-c with the original sign, c the standard deviation of the layer's
   initial distribution; rand_signed_constant: +-c with random signs.
+
+What the pruned weights hold while the round trains is the "mask-0 action" (training
+never moves them: their gradient is masked):
+
+- zero: exactly zero (Frankle & Carbin);
+- freeze_init: their starting values;
+- variant1: zero if their magnitude fell during the training that ranked them
+  (|trained| < |start|), else their starting value (the authors' freeze_init_zero_mask);
+- variant2: as variant1, and kept weights whose magnitude fell start at zero too
+  (the authors' freeze_init_zero_all).
 """
 
 from __future__ import annotations
@@ -55,15 +65,32 @@ ACTIONS: dict[str, Action] = {
 }
 
 
-def ticket(start: Arrays, mask: Mask, kept: str = "original", seed: int = 0) -> Arrays:
-    """mask * action(start) for every prunable layer; other tensors as they start."""
+PRUNED_ACTIONS = ("zero", "freeze_init", "variant1", "variant2")
+
+
+def ticket(start: Arrays, mask: Mask, kept: str = "original", seed: int = 0, pruned: str = "zero",
+           trained: Arrays | None = None) -> Arrays:
+    """Kept weights = kept-action(start), pruned weights = pruned-action; biases as they start.
+
+    `trained` (the weights the mask was ranked on) is needed by variant1 and variant2."""
+    if pruned not in PRUNED_ACTIONS:
+        raise ValueError(f"unknown mask-0 action {pruned!r}; choose one of {PRUNED_ACTIONS}")
+    if pruned in ("variant1", "variant2") and trained is None:
+        raise ValueError(f"mask-0 action {pruned!r} needs the trained weights the mask was ranked on")
     rng = np.random.default_rng(seed)
     out = {}
     for name in sorted(start):
         w = start[name]
-        if name in mask:
-            values = ACTIONS[kept](w, mask[name], rng).astype(w.dtype)
-            out[name] = np.where(mask[name], values, np.zeros((), w.dtype))
-        else:
+        if name not in mask:
             out[name] = w.copy()
+            continue
+        values = ACTIONS[kept](w, mask[name], rng).astype(w.dtype)
+        zero = np.zeros((), w.dtype)
+        frozen = zero if pruned == "zero" else w
+        if pruned in ("variant1", "variant2"):
+            fell = np.abs(trained[name]) < np.abs(w)
+            frozen = np.where(fell, zero, w)
+            if pruned == "variant2":
+                values = np.where(fell, zero, values)
+        out[name] = np.where(mask[name], values, frozen)
     return out

@@ -1,9 +1,9 @@
 """The `train` stage: train a (masked) network, evaluate it, find its early-stop point.
 
 The whole dataset lives on the device as tensors and batches are index slices of a
-seeded permutation (no DataLoader). Pruned weights start at exactly zero and their
-gradients are zeroed before every Adam step, so their Adam moments stay zero and the
-weights never move: they are zero at every step. Validation and test are evaluated
+seeded permutation (no DataLoader). Pruned weights' gradients are zeroed before every
+Adam step, so their Adam moments stay zero and the weights never move: they hold their
+ticket values (zero, or a frozen value under Zhou et al.'s mask-0 actions) at every step. Validation and test are evaluated
 every `eval_every` iterations; the early-stop iteration is the one of minimum
 validation loss (the test set is never used to choose anything).
 """
@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,8 +58,9 @@ def load_splits(path: Path, device: torch.device) -> dict[str, Split]:
 
 
 @torch.inference_mode()
-def evaluate(model: torch.nn.Module, split: Split, batch_size: int = 10_000) -> tuple[float, float]:
-    """Mean cross-entropy loss and accuracy over a whole split."""
+def evaluate(model: Callable[[torch.Tensor], torch.Tensor], split: Split,
+             batch_size: int = 10_000) -> tuple[float, float]:
+    """Mean cross-entropy loss and accuracy over a whole split (model: images -> logits)."""
     total_loss, correct, n = 0.0, 0, len(split.labels)
     for start in range(0, n, batch_size):
         logits = model(split.images[start:start + batch_size])
@@ -71,6 +73,17 @@ def evaluate(model: torch.nn.Module, split: Split, batch_size: int = 10_000) -> 
 def early_stop(curve: list[dict]) -> dict:
     """The row of minimum validation loss (the first such row on ties)."""
     return min(curve, key=lambda row: row["validation_loss"])
+
+
+def batches(n: int, batch: int, iterations: int, generator: torch.Generator):
+    """Index batches for iterations 1..iterations: a seeded permutation per epoch, with the
+    ragged tail of each epoch dropped."""
+    order, cursor = torch.randperm(n, generator=generator), 0
+    for iteration in range(1, iterations + 1):
+        if cursor + batch > n:
+            order, cursor = torch.randperm(n, generator=generator), 0
+        yield iteration, order[cursor:cursor + batch]
+        cursor += batch
 
 
 def make_optimizer(model: torch.nn.Module, lr: float) -> torch.optim.Optimizer:
@@ -91,6 +104,12 @@ def step(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
     return loss.detach(), logits.detach()
 
 
+def progress_bar(total: int, progress: bool | None) -> tqdm:
+    # on a terminal only (disable=None), so pipeline logs stay quiet
+    return tqdm(total=total, desc="train", unit="it", mininterval=1.0, leave=False,
+                disable=None if progress is None else not progress)
+
+
 def train(model: torch.nn.Module, mask: dict[str, torch.Tensor], splits: dict[str, Split],
           params: TrainParams, seed: int, progress: bool | None = None,
           snapshot_at: int | None = None) -> tuple[list[dict], dict | None]:
@@ -101,9 +120,6 @@ def train(model: torch.nn.Module, mask: dict[str, torch.Tensor], splits: dict[st
     optimizer = make_optimizer(model, params.lr)
     generator = torch.Generator().manual_seed(seed)
     train_split = splits["train"]
-    n_train = len(train_split.labels)
-    batch = params.batch_size
-    order, cursor = torch.randperm(n_train, generator=generator), 0
     running_loss = torch.zeros((), device=device)
     running_correct = torch.zeros((), device=device, dtype=torch.long)
     seen = 0
@@ -122,14 +138,9 @@ def train(model: torch.nn.Module, mask: dict[str, torch.Tensor], splits: dict[st
     curve = [record(0)]
     snapshot = models.state_arrays(model) if snapshot_at == 0 else None
     model.train()
-    # progress bar on a terminal only (disable=None), so pipeline logs stay quiet
-    bar = tqdm(range(1, params.iterations + 1), desc="train", unit="it", mininterval=1.0, leave=False,
-               disable=None if progress is None else not progress)
-    for iteration in bar:
-        if cursor + batch > n_train:  # a new epoch: reshuffle, drop the ragged tail
-            order, cursor = torch.randperm(n_train, generator=generator), 0
-        idx = order[cursor:cursor + batch].to(device, non_blocking=True)
-        cursor += batch
+    bar = progress_bar(params.iterations, progress)
+    for iteration, idx in batches(len(train_split.labels), params.batch_size, params.iterations, generator):
+        idx = idx.to(device, non_blocking=True)
         images, labels = train_split.images[idx], train_split.labels[idx]
         loss, logits = step(model, optimizer, masked, images, labels)
         running_loss += loss * len(labels)
@@ -143,6 +154,7 @@ def train(model: torch.nn.Module, mask: dict[str, torch.Tensor], splits: dict[st
             seen = 0
             bar.set_postfix(val_loss=f"{curve[-1]['validation_loss']:.4f}",
                             test_acc=f"{curve[-1]['test_accuracy']:.4f}", refresh=False)
+        bar.update()
     bar.close()
     return curve, snapshot
 
@@ -174,10 +186,6 @@ def run(experiment: Experiment, runtime: RuntimeParams, data_path: Path, ticket_
     models.load_arrays_into(model, weights)
     model.to(device)
     mask = {n: torch.from_numpy(m).to(device=device, dtype=torch.float32) for n, m in mask_np.items()}
-    with torch.no_grad():  # a ticket is already masked; this guards against one that is not
-        for n, p in model.named_parameters():
-            if n in mask:
-                p.mul_(mask[n])
 
     curve, rewind = train(model, mask, splits, experiment.train, seed,
                           snapshot_at=experiment.reset.rewind_iteration)
@@ -200,8 +208,9 @@ def run(experiment: Experiment, runtime: RuntimeParams, data_path: Path, ticket_
         "final_train_loss": final_train_loss,
     }
     trained = models.state_arrays(model)
-    if any(np.count_nonzero(trained[n][~m]) for n, m in mask_np.items()):
-        raise AssertionError("a pruned weight moved during training")  # the masking invariant
+    # the masking invariant: pruned weights hold their ticket values (zero, or frozen: mask-0 actions)
+    if any(not np.array_equal(trained[n][~m], weights[n][~m]) for n, m in mask_np.items()):
+        raise AssertionError("a pruned weight moved during training")
     out_dir.mkdir(parents=True, exist_ok=True)
     save_arrays(out_dir / "trained.safetensors", trained)
     save_arrays(out_dir / "rewind.safetensors", rewind)

@@ -7,8 +7,7 @@ rule aggregate:
     input:
         AGGREGATE.deps,
     output:
-        rounds=f"{lth_plan.RESULTS}/rounds.csv",
-        curves=f"{lth_plan.RESULTS}/curves.csv",
+        [f"{lth_plan.RESULTS}/{table}" for table in lth_plan.TABLES],
     params:
         read=read_params(AGGREGATE),
         cmd=AGGREGATE.cmd,

@@ -50,6 +50,7 @@ rule reset:
     wildcard_constraints:
         reset_dir=r"runs/[^/]+/seed\d+/round(?!00)\d\d(/random)?",
     params:
+        read=RESET["read"],
         cmd=RESET["cmd"],
     log:
         "logs/reset/{reset_dir}.log",

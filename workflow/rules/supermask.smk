@@ -1,0 +1,36 @@
+# Supermasks (Zhou et al.): `untrained` evaluates theta_0 under one-shot masks from round 0's
+# training (no training); `supermask` learns a mask over frozen weights. One of each per seed.
+UNTRAINED = planned("untrained", "{seed_dir}/untrained.csv")
+SUPERMASK = planned("supermask", "{seed_dir}/supermask/metrics.json")
+
+
+rule untrained:
+    input:
+        UNTRAINED["input"],
+    output:
+        table="{seed_dir}/untrained.csv",
+    params:
+        read=UNTRAINED["read"],
+        cmd=UNTRAINED["cmd"],
+    threads: P.runtime.threads
+    log:
+        "logs/untrained/{seed_dir}.log",
+    shell:
+        "{params.cmd} > {log} 2>&1"
+
+
+rule supermask:
+    input:
+        SUPERMASK["input"],
+    output:
+        scores="{seed_dir}/supermask/scores.safetensors",
+        curve="{seed_dir}/supermask/curve.csv",
+        metrics="{seed_dir}/supermask/metrics.json",
+    params:
+        read=SUPERMASK["read"],
+        cmd=SUPERMASK["cmd"],
+    threads: P.runtime.threads
+    log:
+        "logs/supermask/{seed_dir}.log",
+    shell:
+        "{params.cmd} > {log} 2>&1"
