@@ -28,7 +28,7 @@ TINY = {
             "train": {"lr": 0.0012, "batch_size": 60, "iterations": 30, "eval_every": 10},
             "prune": {"schedule": "iterative", "scope": "layerwise", "criterion": "large_final",
                       "rates": {"fc": 0.2, "output": 0.1}, "rounds": 2},
-            "reset": {"rewind_iteration": 0, "kept": "original"},
+            "reset": {"rewind_iteration": 0, "kept": "original", "pruned": "zero"},
             "controls": [],
         },
     },
@@ -138,8 +138,8 @@ def stage_id_of(rule: str, outputs: list[str]) -> str:
         return f"data@{Path(path).stem}"
     m = re.match(r"runs/([^/]+)/seed(\d+)(?:/round(\d\d))?(?:/(reinit|random))?/", path)
     experiment, seed, k, branch = m.groups()
-    if rule == "init":
-        return f"init@{experiment}-s{seed}"
+    if rule in ("init", "untrained", "supermask"):
+        return f"{rule}@{experiment}-s{seed}"
     key = f"{experiment}-s{seed}-r{k}"
     if branch and rule in ("train", "reset"):
         key += f"-{branch}"
@@ -174,3 +174,23 @@ def fashion_dir(tmp_path_factory) -> Path:
         subprocess.run(["apt-get", "update", "-qq"], check=True, capture_output=True, timeout=600)
         acquire("fashion_mnist", params, raw)
     return raw
+
+
+@pytest.fixture
+def prepared(tmp_path):
+    """A small synthetic dataset in the prepared format, learnable from a few pixels."""
+    import numpy as np
+
+    from lth.artifacts import save_arrays
+
+    rng = np.random.default_rng(0)
+    arrays = {}
+    for split, n in (("train", 200), ("validation", 60), ("test", 60)):
+        labels = rng.integers(0, 10, n)
+        images = rng.integers(0, 50, (n, 1, 28, 28)).astype(np.uint8)
+        images[np.arange(n), 0, labels, labels] = 255
+        arrays[f"{split}_images"], arrays[f"{split}_labels"] = images, labels.astype(np.int64)
+    path = tmp_path / "prepared.safetensors"
+    arrays["normalization"] = np.array([[0.1], [0.3]])  # per-channel mean, std
+    save_arrays(path, arrays)
+    return path

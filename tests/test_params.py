@@ -36,6 +36,17 @@ def tiny(p):
          ["experiments.tiny.train.eval_every = 100", "train.iterations = 30"]),
         (lambda p: tiny(p)["model"].update(name="conv2"), ["experiments.tiny.prune.rates.conv is missing"]),
         (lambda p: tiny(p)["reset"].update(rewind_iteration=31), ["rewind_iteration = 31", "train.iterations = 30"]),
+        (lambda p: tiny(p)["reset"].update(pruned="frozen"),
+         ["experiments.tiny.reset.pruned = 'frozen'", "freeze_init", "variant2"]),
+        (lambda p: tiny(p)["reset"].pop("pruned"), ["experiments.tiny.reset", "'pruned' is a required property"]),
+        (lambda p: tiny(p)["prune"].update(criterion="biggest"), ["prune.criterion = 'biggest'", "magnitude_increase"]),
+        (lambda p: tiny(p).update(supermask={"untrained": {"criteria": ["large_final"], "actions": ["signed"],
+                                                           "rates": {"fc": 0.2, "output": 0.1}, "steps": 3}}),
+         ["supermask.untrained.actions.0 = 'signed'", "signed_constant"]),
+        (lambda p: tiny(p).update(supermask={"learned": {"iterations": 10, "batch_size": 60, "lr": 100,
+                                                         "momentum": 0.9, "weights": "original", "eval_every": 20,
+                                                         "samples": 1}}),
+         ["supermask.learned.eval_every = 20", "iterations = 10"]),
     ],
 )
 def test_bad_params_name_key_value_and_what_is_allowed(tiny_params, change, words):

@@ -116,7 +116,7 @@ def test_conv_models_run_end_to_end_on_fashion_mnist(tmp_path, mnist_dir, fashio
             "train": {"lr": 0.0003, "batch_size": 60, "iterations": 10, "eval_every": 5},
             "prune": {"schedule": "iterative", "scope": "layerwise", "criterion": "large_final",
                       "rates": {"conv": 0.15, "fc": 0.2, "output": 0.1}, "rounds": 1},
-            "reset": {"rewind_iteration": 0, "kept": "original"}, "controls": ["reinit"],
+            "reset": {"rewind_iteration": 0, "kept": "original", "pruned": "zero"}, "controls": ["reinit"],
         } for m in ("conv2", "conv6")
     }
     pipe = Pipeline("snakemake", tmp_path / "ws", params, mnist_dir)
@@ -131,3 +131,60 @@ def test_conv_models_run_end_to_end_on_fashion_mnist(tmp_path, mnist_dir, fashio
     run(["snakemake", "--cores", "1", "--report", "report.html"], pipe.path, pipe.env)
     html = (pipe.path / "report.html").read_text(errors="replace")
     assert "fig5_fashion_mnist.png" in html and "fig1_fashion_mnist.png" in html
+
+
+def zhou_params():
+    """Frankle's lineage with supermasks, and one lineage per varied part (Zhou et al.)."""
+    params = copy.deepcopy(TINY)
+    base = params["experiments"]["tiny"]
+    base["supermask"] = {
+        "untrained": {"criteria": ["large_final_same_sign", "random"], "actions": ["original", "signed_constant"],
+                      "rates": {"fc": 0.5, "output": 0.2}, "steps": 2},
+        "learned": {"iterations": 20, "batch_size": 50, "lr": 100, "momentum": 0.9, "weights": "signed_constant",
+                    "eval_every": 10, "samples": 2}}
+    for name, part, value in (("small", "prune.criterion", "small_final"), ("signed", "reset.kept", "signed_constant"),
+                              ("frozen", "reset.pruned", "variant1")):
+        e = copy.deepcopy(base)
+        e.pop("supermask")
+        section, key = part.split(".")
+        e[section][key] = value
+        params["experiments"][name] = e
+    return params
+
+
+def test_zhou_experiments_run_end_to_end_under_both_tools(tmp_path, mnist_dir):
+    import numpy as np
+    import pandas as pd
+
+    from lth.artifacts import load_arrays
+
+    params = zhou_params()
+    dvc = Pipeline("dvc", tmp_path / "dvc", params, mnist_dir)
+    smk = Pipeline("snakemake", tmp_path / "smk", params, mnist_dir)
+    ran = dvc.repro()
+    assert ran == smk.repro()
+    expected = ({"data@mnist", "init@tiny-s0", "untrained@tiny-s0", "supermask@tiny-s0"} | RESULTS
+                | lineage([0, 1, 2]) | lineage([1, 2], "small") | lineage([1, 2], "signed") | lineage([1, 2], "frozen"))
+    assert ran == expected  # one dense round 0 and one theta_0 shared by every variation
+    a, b = digests(dvc.path), digests(smk.path)
+    assert a == b
+    ws = smk.path
+    untrained = pd.read_csv(ws / "results/untrained.csv")
+    assert len(untrained) == 2 * 3 * 2 and set(untrained.action) == {"original", "signed_constant"}
+    learned = pd.read_csv(ws / "results/supermask.csv")
+    assert len(learned) == 1 and 0 < learned.final_percent_expected[0] < 100
+    # variant1: some pruned weights are frozen (nonzero) and training left them where the ticket put them
+    r1 = ws / "runs/frozen/seed0/round01"
+    mask = load_arrays(r1 / "mask.safetensors", "prune")
+    ticket, trained = (load_arrays(r1 / f, "x") for f in ("ticket.safetensors", "trained.safetensors"))
+    pruned = ~mask["fc1.weight"]
+    assert np.count_nonzero(ticket["fc1.weight"][pruned]) > 0
+    assert np.array_equal(trained["fc1.weight"][pruned], ticket["fc1.weight"][pruned])
+    for name in ("zhou_criterion", "zhou_kept", "zhou_pruned", "zhou_untrained"):
+        assert (ws / f"results/figures/{name}_mnist_lenet_300_100.png").stat().st_size > 10_000
+    report = (ws / "results/report.md").read_text()
+    assert "## Deconstructing lottery tickets (Zhou et al. 2019)" in report
+    assert "### Learned supermasks" in report and "| small_final |" in report
+    # a new mask-0 action reruns that lineage from its first reset (round 1's mask stands)
+    dvc.set("experiments.frozen.reset.pruned", "freeze_init")
+    assert dvc.repro() == (lineage([1, 2], "frozen") - {"prune@frozen-s0-r01"}) | RESULTS

@@ -1,14 +1,22 @@
+import copy
+
 import pandas as pd
 
 from lth import report
 from lth.params import from_dict
 
 
-def rows(branch, percents, stops, accs, start=0):
-    return [{"experiment": "tiny", "dataset": "mnist", "model": "lenet_300_100", "schedule": "iterative",
-             "branch": branch, "seed": 0, "round": start + k, "percent_remaining": p, "early_stop_iteration": s,
+def rows(branch, percents, stops, accs, start=0, experiment="tiny", criterion="large_final", kept="original",
+         pruned="zero"):
+    return [{"experiment": experiment, "dataset": "mnist", "model": "lenet_300_100", "schedule": "iterative",
+             "criterion": criterion, "kept": kept, "pruned": pruned, "branch": branch, "seed": 0, "round": start + k, "percent_remaining": p, "early_stop_iteration": s,
              "early_stop_test_accuracy": a, "final_test_accuracy": a, "final_train_accuracy": 1.0}
             for k, (p, s, a) in enumerate(zip(percents, stops, accs, strict=True))]
+
+
+def write_empty_supermask_tables(path):
+    for name in ("untrained.csv", "supermask.csv"):
+        (path / name).write_text("experiment,dataset,model\n")
 
 
 def test_report_puts_our_numbers_beside_the_papers(tmp_path, tiny_params):
@@ -19,6 +27,7 @@ def test_report_puts_our_numbers_beside_the_papers(tmp_path, tiny_params):
     table = pd.DataFrame(rows("ticket", percents, [1000, 500, 400, 800], [0.980, 0.983, 0.985, 0.979])
                          + rows("reinit", percents[1:], [900, 950, 990], [0.975, 0.970, 0.960], start=1))
     table.to_csv(tmp_path / "rounds.csv", index=False)
+    write_empty_supermask_tables(tmp_path)
     report.run(p, tmp_path, tmp_path / "report.md")
     text = (tmp_path / "report.md").read_text()
     assert "Ours: early stopping up to 2.50x faster (at 13.5%), test accuracy up to +0.50 points (at 13.5%)" in text
@@ -27,3 +36,41 @@ def test_report_puts_our_numbers_beside_the_papers(tmp_path, tiny_params):
     assert "- 3.6%: not reached (the last round here has 7.0%)" in text
     assert "just over 98% test accuracy" in text  # the paper's headline beside ours
     assert "![fig1_mnist](figures/fig1_mnist.png)" in text
+    assert "Deconstructing" not in text  # no Zhou section without Zhou experiments
+
+
+def test_report_ranks_zhou_criteria_and_supermasks(tmp_path, tiny_params):
+    base = tiny_params["experiments"]["tiny"]
+    base["prune"]["rounds"] = 2
+    small = copy.deepcopy(base)
+    small["prune"]["criterion"] = "small_final"
+    base["supermask"] = {"untrained": {"criteria": ["large_final_same_sign", "random"],
+                                       "actions": ["original", "signed_constant"],
+                                       "rates": {"fc": 0.2, "output": 0.1}, "steps": 1}}
+    tiny_params["experiments"]["small"] = small
+    p = from_dict(tiny_params)
+    percents = [100.0, 20.0, 7.2]
+    pd.DataFrame(rows("ticket", percents, [900, 500, 600], [0.97, 0.98, 0.979])
+                 + rows("ticket", percents, [900, 800, 900], [0.97, 0.95, 0.91], experiment="small",
+                        criterion="small_final")).to_csv(tmp_path / "rounds.csv", index=False)
+    untrained = pd.DataFrame([
+        {"experiment": "tiny", "dataset": "mnist", "model": "lenet_300_100", "seed": 0, "criterion": c,
+         "action": a, "steps": k, "percent_remaining": pr, "validation_loss": 1.0, "validation_accuracy": va,
+         "test_loss": 1.0, "test_accuracy": ta}
+        for c, a, k, pr, va, ta in [
+            ("large_final_same_sign", "signed_constant", 0, 100.0, 0.10, 0.11),
+            ("large_final_same_sign", "signed_constant", 1, 20.0, 0.80, 0.79),
+            ("large_final_same_sign", "original", 0, 100.0, 0.10, 0.09),
+            ("large_final_same_sign", "original", 1, 20.0, 0.60, 0.62),
+            ("random", "original", 0, 100.0, 0.10, 0.50),  # best test, but not best validation
+            ("random", "original", 1, 20.0, 0.12, 0.10)]])
+    untrained.to_csv(tmp_path / "untrained.csv", index=False)
+    (tmp_path / "supermask.csv").write_text("experiment,dataset,model\n")
+    report.run(p, tmp_path, tmp_path / "report.md")
+    text = (tmp_path / "report.md").read_text()
+    assert "### zhou_criterion_mnist_lenet_300_100: mask criteria at about 7.0% remaining" in text
+    ranking = text.split("mask criteria at about 7.0% remaining")[1]
+    assert ranking.index("| large_final | 7.2 | 97.90 |") < ranking.index("| small_final | 7.2 | 91.00 |")
+    assert "large_final_same_sign: signed_constant: 79.00% at 20.0%; original: 62.00% at 20.0%" in text
+    assert "| random | original | 20.0 | 12.00 | 10.00 |" in text  # chosen on validation, not test
+    assert "Paper: 86% test accuracy on MNIST (FC)" in text

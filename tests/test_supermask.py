@@ -16,7 +16,6 @@ from lth.params import (
     TrainParams,
     UntrainedParams,
 )
-from test_train import prepared  # noqa: F401  (the synthetic dataset fixture)
 
 RUNTIME = RuntimeParams(device="cpu", threads=1)
 RATES = {"fc": 0.5, "output": 0.2}
@@ -39,9 +38,10 @@ def weights(tmp_path):
     return theta0, trained
 
 
-def test_untrained_evaluates_every_criterion_action_and_percent(tmp_path, prepared, weights):  # noqa: F811
+def test_untrained_evaluates_every_criterion_action_and_percent(tmp_path, prepared, weights):
     theta0, trained = weights
-    ask = UntrainedParams(criteria=("large_final", "small_init"), actions=("original", "signed_constant"), steps=2)
+    ask = UntrainedParams(criteria=("large_final", "small_init"), actions=("original", "signed_constant"),
+                          rates=RATES, steps=2)
     out = tmp_path / "untrained.csv"
     supermask.untrained(experiment(untrained=ask), RUNTIME, prepared, tmp_path / "theta0.safetensors",
                         tmp_path / "trained.safetensors", out, seed=0)
@@ -82,7 +82,7 @@ def learned(iterations=60):
                          eval_every=20, samples=3)
 
 
-def test_learned_supermask_trains_scores_not_weights_and_is_reproducible(tmp_path, prepared, weights):  # noqa: F811
+def test_learned_supermask_trains_scores_not_weights_and_is_reproducible(tmp_path, prepared, weights):
     e = experiment(learned=learned())
     a = supermask.learn(e, RUNTIME, prepared, tmp_path / "theta0.safetensors", tmp_path / "a", seed=3)
     b = supermask.learn(e, RUNTIME, prepared, tmp_path / "theta0.safetensors", tmp_path / "b", seed=3)

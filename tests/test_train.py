@@ -19,22 +19,6 @@ def experiment(rewind=0):
                       reset=ResetParams(rewind_iteration=rewind, kept="original"))
 
 
-@pytest.fixture
-def prepared(tmp_path):
-    """A small synthetic dataset in the prepared format, learnable from a few pixels."""
-    rng = np.random.default_rng(0)
-    arrays = {}
-    for split, n in (("train", 200), ("validation", 60), ("test", 60)):
-        labels = rng.integers(0, 10, n)
-        images = rng.integers(0, 50, (n, 1, 28, 28)).astype(np.uint8)
-        images[np.arange(n), 0, labels, labels] = 255
-        arrays[f"{split}_images"], arrays[f"{split}_labels"] = images, labels.astype(np.int64)
-    path = tmp_path / "prepared.safetensors"
-    arrays["normalization"] = np.array([[0.1], [0.3]])  # per-channel mean, std
-    save_arrays(path, arrays)
-    return path
-
-
 def half_mask(theta0):
     rng = np.random.default_rng(3)
     return {n: rng.random(w.shape) < 0.5 for n, w in theta0.items() if masks.is_prunable(n)}

@@ -10,6 +10,12 @@ Percent-of-weights-remaining axes are logarithmic and decrease left to right.
 - fig4_<dataset>_<model>: Fig. 4 style: early-stop iteration, accuracy at early stop, and
   test and train accuracy at the end of training; iterative, one-shot and controls.
 - fig5_<dataset>: Fig. 5 style: Fig. 4's quantities for Conv-2/4/6, reinit dashed.
+  (Figures 1, 3, 4 and 5 show Frankle & Carbin's algorithm: large_final, original, zero.)
+- zhou_{criterion,kept,pruned}_<dataset>_<model>: Zhou et al. style: test accuracy at
+  early stop and early-stop iteration vs percent remaining, one line per mask criterion /
+  mask-1 action (random signs dashed) / mask-0 action, the other two parts as Frankle's.
+- zhou_untrained_<dataset>_<model>: supermasks: the untrained network's test accuracy
+  under each criterion's one-shot mask, a panel per mask-1 action (init values, signed constant).
 """
 
 from __future__ import annotations
@@ -82,7 +88,13 @@ def panels(data: pd.DataFrame, quantities: list[str], hue: str, title: str) -> p
     return fig
 
 
+def frankle_carbin(rounds: pd.DataFrame) -> pd.DataFrame:
+    """The rows of Frankle & Carbin's algorithm (Zhou et al.'s variations are drawn apart)."""
+    return rounds[(rounds[list(plan.ZHOU_BASE)] == pd.Series(plan.ZHOU_BASE)).all(axis=1)]
+
+
 def fig1(rounds: pd.DataFrame, dataset: str) -> plt.Figure:
+    rounds = frankle_carbin(rounds)
     data = rounds[(rounds.dataset == dataset) & (rounds.schedule == "iterative")
                   & rounds.branch.isin(["ticket", "reinit"])]
     return panels(data, ["early_stop_iteration", "early_stop_test_accuracy"], "experiment",
@@ -90,12 +102,14 @@ def fig1(rounds: pd.DataFrame, dataset: str) -> plt.Figure:
 
 
 def fig4(rounds: pd.DataFrame, dataset: str, model: str) -> plt.Figure:
+    rounds = frankle_carbin(rounds)
     data = rounds[(rounds.dataset == dataset) & (rounds.model == model)].copy()
     data["line"] = data.apply(line_label, axis=1)
     return panels(data, list(QUANTITIES), "line", f"{model} on {dataset}")
 
 
 def fig5(rounds: pd.DataFrame, dataset: str) -> plt.Figure:
+    rounds = frankle_carbin(rounds)
     data = rounds[(rounds.dataset == dataset) & (rounds.schedule == "iterative")
                   & rounds.model.str.startswith("conv") & rounds.branch.isin(["ticket", "reinit"])]
     return panels(data, list(QUANTITIES), "model", f"Conv-2/4/6 on {dataset}, tickets vs reinit")
@@ -133,6 +147,56 @@ def fig3(rounds: pd.DataFrame, curves: pd.DataFrame, experiment: str, wanted: li
     return fig
 
 
+# Zhou et al.'s mask-1 actions with the original signs (solid) and with random signs (dashed)
+RANDOM_SIGNS = {"random_reinit", "random_reshuffle", "rand_signed_constant"}
+
+
+def zhou_comparison(rounds: pd.DataFrame, varied: str, members: list[str]) -> plt.Figure:
+    """Zhou et al. Fig. 2/3 style: test accuracy at early stop (and the early-stop
+    iteration) vs percent remaining, one line per value of the varied part."""
+    data = rounds[rounds.experiment.isin(members) & (rounds.branch == "ticket")].copy()
+    order = list(dict.fromkeys(data[varied]))
+    dashes = {v: (5, 3) if varied == "kept" and v in RANDOM_SIGNS else "" for v in order}
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.4))
+    for ax, q in zip(axes, ["early_stop_test_accuracy", "early_stop_iteration"], strict=True):
+        sns.lineplot(data=data, x="percent_remaining", y=q, hue=varied, hue_order=order, style=varied,
+                     style_order=order, dashes=dashes, errorbar=MIN_MAX, marker="o", markersize=4, ax=ax)
+        percent_axis(ax, data["percent_remaining"].to_numpy())
+        ax.set_ylabel(QUANTITIES[q])
+        ax.grid(True, alpha=0.3)
+        ax.get_legend().remove()
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 5), frameon=False, fontsize="small")
+    n = data["seed"].nunique()
+    first = data.iloc[0]
+    fig.suptitle(f"{first.model} on {first.dataset}: {plan.ZHOU_TITLES[varied]}"
+                 + (", random signs dashed" if varied == "kept" else "")
+                 + f"\n(mean of {n} trial{'s' * (n > 1)}, min-max band)", fontsize="medium")
+    fig.tight_layout(rect=(0, 0.12, 1, 1))
+    return fig
+
+
+def zhou_untrained(untrained: pd.DataFrame, dataset: str, model: str) -> plt.Figure:
+    """Zhou et al. Fig. 5 style: test accuracy of the untrained network under each
+    criterion's mask vs percent remaining; one panel per mask-1 action."""
+    data = untrained[(untrained.dataset == dataset) & (untrained.model == model)]
+    actions = list(dict.fromkeys(data.action))
+    fig, axes = plt.subplots(1, len(actions), figsize=(6 * len(actions), 4.6), squeeze=False, sharey=True)
+    for ax, action in zip(axes[0], actions, strict=True):
+        sns.lineplot(data=data[data.action == action], x="percent_remaining", y="test_accuracy", hue="criterion",
+                     errorbar=MIN_MAX, marker="o", markersize=3, ax=ax)
+        percent_axis(ax, data["percent_remaining"].to_numpy())
+        ax.set_ylabel("Test accuracy of the untrained network")
+        ax.set_title({"original": "initial values"}.get(action, action))
+        ax.grid(True, alpha=0.3)
+        ax.get_legend().remove()
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 5), frameon=False, fontsize="small")
+    fig.suptitle(f"{model} on {dataset}: supermasks (one-shot masks on theta_0, no training)", fontsize="medium")
+    fig.tight_layout(rect=(0, 0.16, 1, 1))
+    return fig
+
+
 def save(fig: plt.Figure, out_dir: Path, name: str, params: FigureParams) -> list[Path]:
     written = []
     for fmt in params.formats:
@@ -146,12 +210,21 @@ def save(fig: plt.Figure, out_dir: Path, name: str, params: FigureParams) -> lis
     return written
 
 
-def draw(name: str, rounds: pd.DataFrame, curves: pd.DataFrame, params: FigureParams) -> plt.Figure:
+def draw(name: str, p: Params, tables: dict[str, pd.DataFrame]) -> plt.Figure:
+    rounds, curves = tables["rounds"], tables["curves"]
+    comparisons = plan.zhou_comparisons(p)
+    if name in comparisons:
+        return zhou_comparison(rounds, *comparisons[name])
+    if name.startswith("zhou_untrained_"):
+        untrained = tables["untrained"]
+        dataset, model = next((d, m) for d, m in untrained[["dataset", "model"]].drop_duplicates()
+                              .itertuples(index=False) if name == f"zhou_untrained_{d}_{m}")
+        return zhou_untrained(untrained, dataset, model)
     kind, _, rest = name.partition("_")
     if kind == "fig1":
         return fig1(rounds, rest)
     if kind == "fig3":
-        return fig3(rounds, curves, rest, params.curve_percents)
+        return fig3(rounds, curves, rest, p.figures.curve_percents)
     if kind == "fig5":
         return fig5(rounds, rest)
     dataset, model = next((d, m) for d, m in rounds[["dataset", "model"]].drop_duplicates().itertuples(index=False)
@@ -161,10 +234,9 @@ def draw(name: str, rounds: pd.DataFrame, curves: pd.DataFrame, params: FigurePa
 
 def run(p: Params, tables: Path, out_dir: Path) -> list[Path]:
     sns.set_theme(style="ticks", context="notebook")
-    rounds = read(tables / "rounds.csv", "aggregate", pd.read_csv)
-    curves = read(tables / "curves.csv", "aggregate", pd.read_csv)
+    frames = {Path(t).stem: read(tables / t, "aggregate", pd.read_csv) for t in plan.TABLES}
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for name in plan.figure_names(p):
-        written += save(draw(name, rounds, curves, p.figures), out_dir, name, p.figures)
+        written += save(draw(name, p, frames), out_dir, name, p.figures)
     return written

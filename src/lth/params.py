@@ -70,6 +70,7 @@ class ResetParams:
 class UntrainedParams:
     criteria: tuple[str, ...]
     actions: tuple[str, ...]
+    rates: dict[str, float]
     steps: int
 
 
@@ -155,6 +156,10 @@ def validate(raw: dict[str, Any], source: str | Path = "params.yaml") -> None:
         if e["model"]["name"].startswith("conv") and "conv" not in e["prune"]["rates"]:
             raise ParamsError(f"{where}.prune.rates.conv is missing; model {e['model']['name']} "
                               "has conv layers and needs a rate for them (paper: 0.1 or 0.15)")
+        untrained = (e.get("supermask") or {}).get("untrained")
+        if untrained and e["model"]["name"].startswith("conv") and "conv" not in untrained["rates"]:
+            raise ParamsError(f"{where}.supermask.untrained.rates.conv is missing; model {e['model']['name']} "
+                              "has conv layers and needs a rate for them")
         learned = (e.get("supermask") or {}).get("learned")
         if learned and learned["eval_every"] > learned["iterations"]:
             raise ParamsError(
@@ -209,7 +214,8 @@ def supermask(raw: dict[str, Any]) -> SupermaskParams:
     untrained, learned = raw.get("untrained"), raw.get("learned")
     return SupermaskParams(
         untrained=None if untrained is None else UntrainedParams(
-            criteria=tuple(untrained["criteria"]), actions=tuple(untrained["actions"]), steps=untrained["steps"]),
+            criteria=tuple(untrained["criteria"]), actions=tuple(untrained["actions"]), rates=untrained["rates"],
+            steps=untrained["steps"]),
         learned=None if learned is None else LearnedParams(**learned),
     )
 

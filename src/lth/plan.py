@@ -104,7 +104,8 @@ TABLES = ("rounds.csv", "curves.csv", "untrained.csv", "supermask.csv")
 
 
 def figure_names(p: Params) -> list[str]:
-    exps = list(p.experiments.values())
+    # Frankle & Carbin's figures show their algorithm's lineages; Zhou's show the variations
+    exps = [e for e in p.experiments.values() if zhou_attributes(e) == ZHOU_BASE]
     iterative = [e for e in exps if e.prune.schedule == "iterative" and e.prune.rounds > 0]
     names = [f"fig1_{d}" for d in dict.fromkeys(e.dataset for e in iterative)]
     names += [f"fig3_{e.name}" for e in iterative]
@@ -112,7 +113,39 @@ def figure_names(p: Params) -> list[str]:
                                                         if e.prune.rounds > 0)]
     names += [f"fig5_{d}" for d in dict.fromkeys(e.dataset for e in iterative
                                                  if e.model.name.startswith("conv"))]
-    return names
+    return names + list(zhou_comparisons(p)) + untrained_figures(p)
+
+
+# Zhou et al. vary one part of Frankle & Carbin's algorithm at a time; each comparison holds
+# the other two parts at Frankle & Carbin's choice.
+ZHOU_BASE = {"criterion": "large_final", "kept": "original", "pruned": "zero"}
+ZHOU_TITLES = {"criterion": "mask criteria", "kept": "mask-1 actions (what kept weights start from)",
+               "pruned": "mask-0 actions (what pruned weights do)"}
+
+
+def zhou_attributes(e: Experiment) -> dict[str, str]:
+    return {"criterion": e.prune.criterion, "kept": e.reset.kept, "pruned": e.reset.pruned}
+
+
+def zhou_comparisons(p: Params) -> dict[str, tuple[str, list[str]]]:
+    """figure name -> (the attribute it varies, the experiments in it), for every
+    (dataset, model) whose experiments vary that attribute with the other two at the base."""
+    out = {}
+    pairs = dict.fromkeys((e.dataset, e.model.name) for e in p.experiments.values() if e.prune.rounds > 0)
+    for dataset, model in pairs:
+        for varied in ZHOU_BASE:
+            members = [e.name for e in p.experiments.values()
+                       if (e.dataset, e.model.name) == (dataset, model) and e.prune.schedule == "iterative"
+                       and all(v == ZHOU_BASE[k] for k, v in zhou_attributes(e).items() if k != varied)]
+            values = {zhou_attributes(p.experiments[n])[varied] for n in members}
+            if len(values) > 1:
+                out[f"zhou_{varied}_{dataset}_{model}"] = (varied, members)
+    return out
+
+
+def untrained_figures(p: Params) -> list[str]:
+    return [f"zhou_untrained_{d}_{m}" for d, m in dict.fromkeys(
+        (e.dataset, e.model.name) for e in p.experiments.values() if e.supermask.untrained)]
 
 
 def figure_files(p: Params) -> list[str]:
@@ -177,8 +210,7 @@ TEMPLATES = {
         Template("untrained", "lth untrained --params {params_file} --experiment {experiment} --seed {seed} "
                               "--data {prepared} --theta0 {theta0} --trained {trained} --out {table}",
                  code=("supermask.py", "pruning.py", "reset.py", "models.py", "masks.py", "artifacts.py"),
-                 params=("runtime", f"{EXP}.model", f"{EXP}.prune.rates", f"{EXP}.prune.scope",
-                         f"{EXP}.supermask.untrained"),
+                 params=("runtime", f"{EXP}.model", f"{EXP}.prune.scope", f"{EXP}.supermask.untrained"),
                  deps=("{prepared}", "{theta0}", "{trained}"), outs=("{table}",)),
         Template("supermask", "lth supermask --params {params_file} --experiment {experiment} --seed {seed} "
                               "--data {prepared} --theta0 {theta0} --out {dir}",

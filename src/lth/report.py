@@ -30,6 +30,20 @@ PAPER_POINTS = {
 }
 
 
+# Zhou, Lan, Liu & Yosinski (NeurIPS 2019), as transcribed in ../shared/reference/papers.md.
+ZHOU_PAPER = {
+    "criterion": "large_final and magnitude_increase are the best criteria; the small_* criteria the worst",
+    "kept": "the kept weights train well from any values that keep their original signs; with random "
+            "signs (random_reinit, random_reshuffle, rand_signed_constant) they do not",
+    "pruned": "freezing pruned weights at their initial values hurts; zeroing those that moved toward "
+              "zero (variants 1 and 2) recovers and can beat the standard zero",
+}
+ZHOU_UNTRAINED = "86% test accuracy on MNIST (FC) with large_final_same_sign masks and signed-constant weights; " \
+                 "more than 80% with the initial values"
+ZHOU_LEARNED = "95.3% test accuracy on MNIST (FC)"
+ZHOU_TARGET = 7.0  # percent remaining at which the criteria are ranked
+
+
 def package_version(name: str) -> str:
     try:
         return version(name)
@@ -107,13 +121,92 @@ def experiment_section(e: Experiment, rounds: pd.DataFrame) -> list[str]:
     return lines
 
 
+def pct(v: float) -> str:
+    return f"{100 * v:.2f}"
+
+
+def comparison_section(rounds: pd.DataFrame, name: str, varied: str, members: list[str]) -> list[str]:
+    """Each member at the round nearest ZHOU_TARGET% remaining, best first."""
+    data = rounds[rounds.experiment.isin(members) & (rounds.branch == "ticket")]
+    per = data.groupby(["experiment", "round"]).agg(
+        value=(varied, "first"), percent=("percent_remaining", "mean"), acc=("early_stop_test_accuracy", "mean"),
+        acc_min=("early_stop_test_accuracy", "min"), acc_max=("early_stop_test_accuracy", "max"),
+        stop=("early_stop_iteration", "mean")).reset_index()
+    at = per.loc[(per.percent - ZHOU_TARGET).abs().groupby(per.experiment).idxmin()]
+    at = at.sort_values("acc", ascending=False)
+    dense = per[per["round"] == 0].acc.mean()
+    table = pd.DataFrame({
+        varied: at.value, "% remaining": at.percent.map(lambda v: f"{v:.1f}"),
+        "test acc. at early stop": at.acc.map(pct),
+        "min-max over trials": [f"{pct(a)}-{pct(b)}" for a, b in zip(at.acc_min, at.acc_max, strict=True)],
+        "early stop it.": at.stop.map(lambda v: f"{v:.0f}")})
+    return [f"### {name}: {plan.ZHOU_TITLES[varied]} at about {ZHOU_TARGET}% remaining", "",
+            f"Paper: {ZHOU_PAPER[varied]}.", "",
+            f"Ours (dense round 0: {pct(dense)}%; {data.seed.nunique()} trial(s)), best first:", "",
+            markdown_table(table), ""]
+
+
+def untrained_section(untrained: pd.DataFrame) -> list[str]:
+    """The best percent of each criterion and action, chosen on validation accuracy."""
+    lines = ["### Supermasks: untrained networks under one-shot masks", "", f"Paper: {ZHOU_UNTRAINED}.", ""]
+    per = untrained.groupby(["dataset", "model", "criterion", "action", "steps"])[
+        ["percent_remaining", "validation_accuracy", "test_accuracy"]].mean().reset_index()
+    best = per.loc[per.groupby(["dataset", "model", "criterion", "action"]).validation_accuracy.idxmax()]
+    best = best.sort_values("test_accuracy", ascending=False)
+    for (dataset, model), group in best.groupby(["dataset", "model"], sort=False):
+        headline = group[group.criterion == "large_final_same_sign"].set_index("action")
+        ours = [f"{a}: {pct(r.test_accuracy)}% at {r.percent_remaining:.1f}%" for a, r in headline.iterrows()]
+        lines += [f"Ours, {model} on {dataset}, large_final_same_sign: " + ("; ".join(ours) or "not evaluated")
+                  + ". Each criterion and action at its best percent remaining (chosen on validation "
+                  f"accuracy; {untrained.seed.nunique()} trial(s)):", "",
+                  markdown_table(pd.DataFrame({
+                      "criterion": group.criterion, "weights": group.action,
+                      "% remaining": group.percent_remaining.map(lambda v: f"{v:.1f}"),
+                      "validation acc.": group.validation_accuracy.map(pct),
+                      "test acc.": group.test_accuracy.map(pct)})), ""]
+    return lines
+
+
+def learned_section(learned: pd.DataFrame) -> list[str]:
+    per = learned.groupby(["experiment", "dataset", "model", "weights", "iterations"]).mean(numeric_only=True)
+    table = pd.DataFrame({
+        "experiment": [k[0] for k in per.index], "weights": [k[3] for k in per.index],
+        "iterations": [k[4] for k in per.index],
+        "test acc. (sampled masks)": per.final_sampled_test_accuracy.map(pct).to_numpy(),
+        "test acc. (expected mask)": per.final_expected_test_accuracy.map(pct).to_numpy(),
+        "% expected ones": per.final_percent_expected.map(lambda v: f"{v:.1f}").to_numpy(),
+        "at early stop (sampled)": per.early_stop_sampled_test_accuracy.map(pct).to_numpy(),
+        "early stop it.": per.early_stop_iteration.map(lambda v: f"{v:.0f}").to_numpy()})
+    return ["### Learned supermasks", "", f"Paper: {ZHOU_LEARNED}.", "",
+            f"Ours, at the end of training ({learned.seed.nunique()} trial(s); sampled = mean over sampled "
+            "masks; early stop on the sampled masks' validation loss):", "", markdown_table(table), ""]
+
+
+def zhou_section(p: Params, rounds: pd.DataFrame, untrained: pd.DataFrame, learned: pd.DataFrame) -> list[str]:
+    comparisons = plan.zhou_comparisons(p)
+    if not comparisons and untrained.empty and learned.empty:
+        return []
+    lines = ["## Deconstructing lottery tickets (Zhou et al. 2019)", ""]
+    for name, (varied, members) in comparisons.items():
+        lines += comparison_section(rounds, name, varied, members)
+    if not untrained.empty:
+        lines += untrained_section(untrained)
+    if not learned.empty:
+        lines += learned_section(learned)
+    return lines
+
+
 def run(p: Params, results: Path, out: Path) -> None:
     rounds = read(results / "rounds.csv", "aggregate", pd.read_csv)
+    untrained = read(results / "untrained.csv", "aggregate", pd.read_csv)
+    learned = read(results / "supermask.csv", "aggregate", pd.read_csv)
     lines = ["# Lottery ticket report", "",
              "Produced by the pipeline's `report` stage from `results/rounds.csv`. Tables: "
-             "[rounds.csv](rounds.csv), [curves.csv](curves.csv).", ""]
+             "[rounds.csv](rounds.csv), [curves.csv](curves.csv), [untrained.csv](untrained.csv), "
+             "[supermask.csv](supermask.csv).", ""]
     for e in p.experiments.values():
         lines += experiment_section(e, rounds)
+    lines += zhou_section(p, rounds, untrained, learned)
     lines += ["## Figures", ""]
     for name in plan.figure_names(p):
         lines += [f"### {name}", "", f"![{name}](figures/{name}.png)" if "png" in p.figures.formats

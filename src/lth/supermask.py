@@ -1,7 +1,7 @@
 """Supermasks (Zhou et al. 2019): masks that make an *untrained* network accurate.
 
 - `untrained` stage: one-shot masks computed from round 0's training (every criterion
-  asked for, at 0..steps pruning steps of prune.rates) applied to theta_0 with each
+  asked for, at 0..steps pruning steps of supermask.untrained.rates) applied to theta_0 with each
   mask-1 action, and evaluated without any training. One stage per seed; a mask costs
   one pruning and one evaluation pass. The authors evaluate one-shot masks the same way
   (their get_init_loss_train_lottery.py).
@@ -61,7 +61,7 @@ def untrained(experiment: Experiment, runtime: RuntimeParams, data_path: Path, t
     for criterion in ask.criteria:
         for steps in range(ask.steps + 1):
             mask = dense if steps == 0 else pruning.prune(
-                trained, dense, experiment.prune.rates, criterion, experiment.prune.scope,
+                trained, dense, ask.rates, criterion, experiment.prune.scope,
                 initial=theta0, steps=steps)
             percent = masks.report(mask)["percent_remaining"]
             for action in ask.actions:

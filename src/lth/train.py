@@ -3,8 +3,8 @@
 The whole dataset lives on the device as tensors and batches are index slices of a
 seeded permutation (no DataLoader). Pruned weights' gradients are zeroed before every
 Adam step, so their Adam moments stay zero and the weights never move: they hold their
-ticket values (zero, or a frozen value under Zhou et al.'s mask-0 actions) at every step. Validation and test are evaluated
-every `eval_every` iterations; the early-stop iteration is the one of minimum
+ticket values (zero, or a frozen value under Zhou et al.'s mask-0 actions) at every
+step. Validation and test are evaluated every `eval_every` iterations; the early-stop iteration is the one of minimum
 validation loss (the test set is never used to choose anything).
 """
 
