@@ -151,6 +151,11 @@ def fig3(rounds: pd.DataFrame, curves: pd.DataFrame, experiment: str, wanted: li
 RANDOM_SIGNS = {"random_reinit", "random_reshuffle", "rand_signed_constant"}
 
 
+def palette(n: int) -> list:
+    """Distinct colours for up to 20 lines (seaborn's default cycles after 10)."""
+    return sns.color_palette("tab10" if n <= 10 else "tab20", n)
+
+
 def zhou_comparison(rounds: pd.DataFrame, varied: str, members: list[str]) -> plt.Figure:
     """Zhou et al. Fig. 2/3 style: test accuracy at early stop (and the early-stop
     iteration) vs percent remaining, one line per value of the varied part."""
@@ -159,7 +164,8 @@ def zhou_comparison(rounds: pd.DataFrame, varied: str, members: list[str]) -> pl
     dashes = {v: (5, 3) if varied == "kept" and v in RANDOM_SIGNS else "" for v in order}
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.4))
     for ax, q in zip(axes, ["early_stop_test_accuracy", "early_stop_iteration"], strict=True):
-        sns.lineplot(data=data, x="percent_remaining", y=q, hue=varied, hue_order=order, style=varied,
+        sns.lineplot(data=data, x="percent_remaining", y=q, hue=varied, hue_order=order,
+                     palette=palette(len(order)), style=varied,
                      style_order=order, dashes=dashes, errorbar=MIN_MAX, marker="o", markersize=4, ax=ax)
         percent_axis(ax, data["percent_remaining"].to_numpy())
         ax.set_ylabel(QUANTITIES[q])
@@ -181,10 +187,12 @@ def zhou_untrained(untrained: pd.DataFrame, dataset: str, model: str) -> plt.Fig
     criterion's mask vs percent remaining; one panel per mask-1 action."""
     data = untrained[(untrained.dataset == dataset) & (untrained.model == model)]
     actions = list(dict.fromkeys(data.action))
+    criteria = list(dict.fromkeys(data.criterion))
     fig, axes = plt.subplots(1, len(actions), figsize=(6 * len(actions), 4.6), squeeze=False, sharey=True)
     for ax, action in zip(axes[0], actions, strict=True):
         sns.lineplot(data=data[data.action == action], x="percent_remaining", y="test_accuracy", hue="criterion",
-                     errorbar=MIN_MAX, marker="o", markersize=3, ax=ax)
+                     hue_order=criteria, palette=palette(len(criteria)), errorbar=MIN_MAX, marker="o",
+                     markersize=3, ax=ax)
         percent_axis(ax, data["percent_remaining"].to_numpy())
         ax.set_ylabel("Test accuracy of the untrained network")
         ax.set_title({"original": "initial values"}.get(action, action))
