@@ -32,7 +32,9 @@ def collect(p: Params) -> tuple[pd.DataFrame, pd.DataFrame]:
                 "schedule": e.prune.schedule, "criterion": e.prune.criterion, "kept": e.reset.kept,
                 "pruned": e.reset.pruned, "branch": branch, "seed": seed, "round": k}
         metrics = read_json(Path(d) / "metrics.json", made_by="train")
-        rounds.append({**keys, **{m: metrics[m] for m in METRICS}})
+        made = metrics.get("provenance", {})
+        rounds.append({**keys, **{m: metrics[m] for m in METRICS},
+                       **{f"made_by_{k}": made.get(k) for k in ("code", "torch", "device", "threads")}})
         curve = read(Path(d) / "curve.csv", "train", pd.read_csv)
         curves.append(curve.assign(**keys, percent_remaining=metrics["percent_remaining"]))
     curves = pd.concat(curves, ignore_index=True)

@@ -66,7 +66,8 @@ class Layer:
             pattern = (mask != 0).to_sparse_csr()
         self.crow, self.col = pattern.crow_indices(), pattern.col_indices()
         # the survivors in row-major order, which is CSR order
-        self.values = weight[mask != 0].clone()
+        self.pattern_mask = mask != 0
+        self.values = weight[self.pattern_mask].clone()
         self.values.grad = torch.zeros_like(self.values)
         self.shape = tuple(weight.shape)
         # the transposed pattern, for the input gradient: a permutation of the same values
@@ -100,6 +101,11 @@ class Layer:
         torch.mm(g.t(), h, out=self.weight.grad)
         self.weight.grad.mul_(self.mask)
         return g @ self.weight if need_input_grad else None
+
+    def reload(self) -> None:
+        """Take the surviving values from the model's dense weight (after it was restored)."""
+        if self.sparse:
+            self.values.copy_(self.linear.weight.detach()[self.pattern_mask])
 
     def write_back(self) -> None:
         """Copy sparse values into the model's dense weight (zeros elsewhere)."""
@@ -145,3 +151,7 @@ class MLPStep:
     def write_back(self) -> None:
         for layer in self.layers:
             layer.write_back()
+
+    def reload(self) -> None:
+        for layer in self.layers:
+            layer.reload()

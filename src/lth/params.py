@@ -25,6 +25,7 @@ class ParamsError(LthError, ValueError):
 class RuntimeParams:
     device: str
     threads: int
+    checkpoint_every: int = 1000
 
 
 @dataclass(frozen=True)
@@ -166,10 +167,46 @@ def validate(raw: dict[str, Any], source: str | Path = "params.yaml") -> None:
                 f"{where}.supermask.learned.eval_every = {learned['eval_every']} is larger than its "
                 f"iterations = {learned['iterations']}; it must be at most the number of iterations"
             )
+        if e["prune"]["scope"] == "layerwise":
+            check_rounds(where, e)
         rewind = e["reset"]["rewind_iteration"]
         if rewind > e["train"]["iterations"]:
             raise ParamsError(f"{where}.reset.rewind_iteration = {rewind} is beyond "
                               f"train.iterations = {e['train']['iterations']}")
+
+
+INPUT_SHAPES = {"mnist": (1, 28, 28), "fashion_mnist": (1, 28, 28), "cifar10": (3, 32, 32)}
+CONV_WIDTHS = {"conv2": (64, 64), "conv4": (64, 64, 128, 128), "conv6": (64, 64, 128, 128, 256, 256)}
+
+
+def prunable_layers(model: str, dataset: str) -> list[tuple[str, str, int]]:
+    """(name, kind, weights) of a model's prunable layers, without building it (no torch)."""
+    channels, height, width = INPUT_SHAPES[dataset]
+    if model == "lenet_300_100":
+        return [("fc1", "fc", channels * height * width * 300), ("fc2", "fc", 300 * 100),
+                ("output", "output", 100 * 10)]
+    layers = []
+    for i, out in enumerate(CONV_WIDTHS[model]):
+        layers.append((f"conv{i + 1}", "conv", channels * out * 9))
+        channels = out
+    pools = len(CONV_WIDTHS[model]) // 2
+    flat = channels * (height >> pools) * (width >> pools)
+    return layers + [("fc1", "fc", flat * 256), ("fc2", "fc", 256 * 256), ("output", "output", 256 * 10)]
+
+
+def check_rounds(where: str, e: dict[str, Any]) -> None:
+    """Layerwise pruning must leave every pruned layer at least one weight in the last round."""
+    from lth.pruning import survivors
+
+    rates, rounds = e["prune"]["rates"], e["prune"]["rounds"]
+    for name, kind, size in prunable_layers(e["model"]["name"], e["dataset"]):
+        rate = rates.get(kind, 0.0)
+        if rate and survivors(size, rate, rounds) < 1:
+            most = max(k for k in range(rounds) if survivors(size, rate, k) >= 1)
+            raise ParamsError(
+                f"{where}.prune.rounds = {rounds} is more than the weights allow: layer {name} ({size} "
+                f"weights, rate {rate}) has none left after round {most + 1}; use at most {most} rounds "
+                "or a smaller rate")
 
 
 def describe(error: Any) -> str:

@@ -218,7 +218,13 @@ def run(p: Params, results: Path, out: Path) -> None:
               "evaluation; the final training accuracy is a full pass.",
               "- Ties in magnitude are broken by position; each layer loses round(rate x remaining) weights.",
               "", "## Provenance", "",
-              f"- lth {__version__}, torch {package_version('torch')}, numpy {package_version('numpy')}",
-              f"- seeds {p.seeds}; device {p.runtime.device}; threads {p.runtime.threads}",
-              ""]
+              f"- this report: lth {__version__}, torch {package_version('torch')}, numpy "
+              f"{package_version('numpy')}; seeds {p.seeds}; runtime.device {p.runtime.device}; "
+              f"threads {p.runtime.threads}",
+              "- the trainings (from each run's metrics.json; code = git commit or package version):", ""]
+    made = [c for c in rounds.columns if c.startswith("made_by_")]
+    if made:
+        counts = rounds.groupby(made, dropna=False).size().reset_index(name="trainings")
+        counts.columns = [c.removeprefix("made_by_") for c in counts.columns]
+        lines += [markdown_table(counts), ""]
     write_text(out, "\n".join(lines))

@@ -25,7 +25,7 @@ from lth import masks, models, pruning, reset
 from lth.artifacts import load_arrays, save_arrays, write_json, write_text
 from lth.params import Experiment, LearnedParams, RuntimeParams
 from lth.plan import made_by
-from lth.train import Split, batches, evaluate, load_splits, progress_bar, resolve_device
+from lth.train import BatchOrder, Split, evaluate, load_splits, progress_bar, resolve_device
 
 UNTRAINED_COLUMNS = ("seed", "criterion", "action", "steps", "percent_remaining", "validation_loss",
                      "validation_accuracy", "test_loss", "test_accuracy")
@@ -140,9 +140,9 @@ def learn(experiment: Experiment, runtime: RuntimeParams, data_path: Path, theta
     curve = [record(0)]
     train_split = splits["train"]
     bar = progress_bar(params.iterations, progress)
-    order = torch.Generator().manual_seed(seed)
-    for iteration, idx in batches(len(train_split.labels), params.batch_size, params.iterations, order):
-        idx = idx.to(device, non_blocking=True)
+    order = BatchOrder(len(train_split.labels), params.batch_size, seed)
+    for iteration in range(1, params.iterations + 1):
+        idx = order.next().to(device, non_blocking=True)
         logits = sm.forward(sm.sample(straight_through=True))(train_split.images[idx])
         loss = F.cross_entropy(logits, train_split.labels[idx])
         optimizer.zero_grad(set_to_none=False)

@@ -13,7 +13,9 @@ validation loss (the test set is never used to choose anything).
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
+import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from lth import LthError, masks, mlp_step, models
+from lth import LthError, masks, mlp_step, models, provenance
 from lth.artifacts import load_arrays, save_arrays, write_json, write_text
 from lth.params import Experiment, RuntimeParams, TrainParams
 from lth.plan import made_by
@@ -77,15 +79,28 @@ def early_stop(curve: list[dict]) -> dict:
     return min(curve, key=lambda row: row["validation_loss"])
 
 
-def batches(n: int, batch: int, iterations: int, generator: torch.Generator):
-    """Index batches for iterations 1..iterations: a seeded permutation per epoch, with the
-    ragged tail of each epoch dropped."""
-    order, cursor = torch.randperm(n, generator=generator), 0
-    for iteration in range(1, iterations + 1):
-        if cursor + batch > n:
-            order, cursor = torch.randperm(n, generator=generator), 0
-        yield iteration, order[cursor:cursor + batch]
-        cursor += batch
+class BatchOrder:
+    """Index batches: a seeded permutation per epoch, the ragged tail of each epoch dropped.
+    Its state (permutation, position, generator) is part of a training checkpoint."""
+
+    def __init__(self, n: int, batch: int, seed: int):
+        self.n, self.batch = n, batch
+        self.generator = torch.Generator().manual_seed(seed)
+        self.order, self.cursor = torch.randperm(n, generator=self.generator), 0
+
+    def next(self) -> torch.Tensor:
+        if self.cursor + self.batch > self.n:
+            self.order, self.cursor = torch.randperm(self.n, generator=self.generator), 0
+        self.cursor += self.batch
+        return self.order[self.cursor - self.batch:self.cursor]
+
+    def state(self) -> dict[str, np.ndarray]:
+        return {"order": self.order.numpy(), "cursor": np.array([self.cursor]),
+                "generator": self.generator.get_state().numpy()}
+
+    def load(self, state: dict[str, np.ndarray]) -> None:
+        self.order, self.cursor = torch.from_numpy(state["order"].copy()), int(state["cursor"][0])
+        self.generator.set_state(torch.from_numpy(state["generator"].copy()))
 
 
 def make_optimizer(model: torch.nn.Module, lr: float) -> torch.optim.Optimizer:
@@ -123,6 +138,9 @@ class AutogradStep:
     def write_back(self) -> None:
         """The model's parameters are the trained tensors: nothing to copy."""
 
+    def reload(self) -> None:
+        """The model's parameters are the trained tensors: nothing to reload."""
+
 
 def make_step(model: torch.nn.Module, mask: dict[str, torch.Tensor], lr: float) -> AutogradStep | mlp_step.MLPStep:
     """LeNet-300-100 without dropout takes the autograd-free step (mlp_step); the rest autograd."""
@@ -137,17 +155,29 @@ def progress_bar(total: int, progress: bool | None) -> tqdm:
                 disable=None if progress is None else not progress)
 
 
+@dataclass
+class Checkpoint:
+    """Where and how often a training saves its resumable state, and the fingerprint of
+    what it trains (a checkpoint of other inputs is never resumed)."""
+
+    path: Path
+    every: int
+    fingerprint: str
+
+
 def train(model: torch.nn.Module, mask: dict[str, torch.Tensor], splits: dict[str, Split],
           params: TrainParams, seed: int, progress: bool | None = None,
-          snapshot_at: int | None = None) -> tuple[list[dict], dict | None]:
+          snapshot_at: int | None = None, checkpoint: Checkpoint | None = None) -> tuple[list[dict], dict | None]:
     """Train in place for params.iterations; return the evaluation curve and the weights
-    at iteration `snapshot_at` (the rewind point), if asked for."""
+    at iteration `snapshot_at` (the rewind point), if asked for. With `checkpoint`, save
+    the whole state every `checkpoint.every` iterations and resume from a matching one:
+    the result is bit-identical to an uninterrupted run on the CPU."""
     device = splits["train"].images.device
     train_step = make_step(model, mask, params.lr)
-    generator = torch.Generator().manual_seed(seed)
+    order = BatchOrder(len(splits["train"].labels), params.batch_size, seed)
     train_split = splits["train"]
-    running_loss = torch.zeros((), device=device)
-    running_correct = torch.zeros((), device=device, dtype=torch.long)
+    running = {"loss": torch.zeros((), device=device, dtype=torch.float32),
+               "correct": torch.zeros((), device=device, dtype=torch.long)}
     seen = 0
 
     def record(iteration: int) -> dict:
@@ -156,36 +186,93 @@ def train(model: torch.nn.Module, mask: dict[str, torch.Tensor], splits: dict[st
         val_loss, val_acc = evaluate(model, splits["validation"])
         test_loss, test_acc = evaluate(model, splits["test"])
         model.train()
-        train_loss = running_loss.item() / seen if seen else math.nan
-        train_acc = running_correct.item() / seen if seen else math.nan
+        train_loss = running["loss"].item() / seen if seen else math.nan
+        train_acc = running["correct"].item() / seen if seen else math.nan
         return {"iteration": iteration, "train_loss": train_loss, "train_accuracy": train_acc,
                 "validation_loss": val_loss, "validation_accuracy": val_acc,
                 "test_loss": test_loss, "test_accuracy": test_acc}
 
-    curve = [record(0)]
-    snapshot = models.state_arrays(model) if snapshot_at == 0 else None
+    resumed = load_checkpoint(checkpoint, model, train_step, order, running) if checkpoint else None
+    if resumed:
+        start, curve, snapshot, seen = resumed
+    else:
+        start, curve = 1, [record(0)]
+        snapshot = models.state_arrays(model) if snapshot_at == 0 else None
     model.train()
     bar = progress_bar(params.iterations, progress)
-    for iteration, idx in batches(len(train_split.labels), params.batch_size, params.iterations, generator):
-        idx = idx.to(device, non_blocking=True)
+    bar.update(start - 1)
+    for iteration in range(start, params.iterations + 1):
+        idx = order.next().to(device, non_blocking=True)
         images, labels = train_split.images[idx], train_split.labels[idx]
         loss, logits = train_step(images, labels)
-        running_loss += loss * len(labels)
-        running_correct += (logits.argmax(1) == labels).sum()
+        running["loss"] += loss * len(labels)
+        running["correct"] += (logits.argmax(1) == labels).sum()
         seen += len(labels)
         if iteration == snapshot_at:
             train_step.write_back()
             snapshot = models.state_arrays(model)
         if iteration % params.eval_every == 0 or iteration == params.iterations:
             curve.append(record(iteration))
-            running_loss.zero_(), running_correct.zero_()
+            running["loss"].zero_(), running["correct"].zero_()
             seen = 0
             bar.set_postfix(val_loss=f"{curve[-1]['validation_loss']:.4f}",
                             test_acc=f"{curve[-1]['test_accuracy']:.4f}", refresh=False)
+        if checkpoint and iteration % checkpoint.every == 0 and iteration < params.iterations:
+            save_checkpoint(checkpoint, iteration, model, train_step, order, running, seen, curve, snapshot)
         bar.update()
     bar.close()
     train_step.write_back()
     return curve, snapshot
+
+
+def save_checkpoint(checkpoint: Checkpoint, iteration: int, model: torch.nn.Module, train_step,
+                    order: BatchOrder, running: dict, seen: int, curve: list[dict], snapshot: dict | None) -> None:
+    """Everything the rest of the training depends on, in one safetensors file (atomic)."""
+    train_step.write_back()
+    arrays = {f"model/{n}": a for n, a in models.state_arrays(model).items()}
+    for i, p in enumerate(train_step.optimizer.param_groups[0]["params"]):
+        for key, value in train_step.optimizer.state[p].items():
+            arrays[f"optimizer/{i}/{key}"] = value.detach().cpu().numpy().reshape(-1 if value.ndim else 1)
+    arrays.update({f"order/{k}": v for k, v in order.state().items()})
+    arrays.update({f"running/{k}": v.cpu().numpy().reshape(1) for k, v in running.items()})
+    arrays["torch_rng"] = torch.get_rng_state().numpy()  # dropout
+    if snapshot is not None:
+        arrays.update({f"snapshot/{n}": a for n, a in snapshot.items()})
+    meta = {"fingerprint": checkpoint.fingerprint, "iteration": iteration, "seen": seen, "curve": curve}
+    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    save_arrays(checkpoint.path, arrays)
+
+
+def load_checkpoint(checkpoint: Checkpoint, model: torch.nn.Module, train_step, order: BatchOrder,
+                    running: dict) -> tuple[int, list[dict], dict | None, int] | None:
+    """Restore a checkpoint of this very training; None when there is none (or it is of
+    other inputs, or unreadable: then training starts over, which is always correct)."""
+    if not checkpoint.path.exists():
+        return None
+    try:
+        arrays = load_arrays(checkpoint.path, made_by="train")
+        meta = json.loads(arrays["meta"].tobytes())
+    except (LthError, KeyError, ValueError) as err:
+        print(f"train: ignoring checkpoint {checkpoint.path}: {err}")
+        return None
+    if meta["fingerprint"] != checkpoint.fingerprint:
+        print(f"train: ignoring checkpoint {checkpoint.path}: it is of other inputs or params")
+        return None
+    weights = {k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith("model/")}
+    models.load_arrays_into(model, weights)
+    train_step.reload()
+    for i, p in enumerate(train_step.optimizer.param_groups[0]["params"]):
+        state = {k.split("/")[2]: v for k, v in arrays.items() if k.startswith(f"optimizer/{i}/")}
+        train_step.optimizer.state[p] = {
+            k: torch.from_numpy(v.copy()).to(p.device).reshape(() if k == "step" else p.shape)
+            for k, v in state.items()}
+    order.load({k.split("/")[1]: v for k, v in arrays.items() if k.startswith("order/")})
+    for k in running:
+        running[k].fill_(torch.from_numpy(arrays[f"running/{k}"].copy())[0].item())
+    torch.set_rng_state(torch.from_numpy(arrays["torch_rng"].copy()))
+    snapshot = {k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith("snapshot/")} or None
+    print(f"train: resumed from {checkpoint.path} at iteration {meta['iteration']}")
+    return meta["iteration"] + 1, meta["curve"], snapshot, meta["seen"]
 
 
 def curve_csv(curve: list[dict]) -> str:
@@ -216,8 +303,11 @@ def run(experiment: Experiment, runtime: RuntimeParams, data_path: Path, ticket_
     model.to(device)
     mask = {n: torch.from_numpy(m).to(device=device, dtype=torch.float32) for n, m in mask_np.items()}
 
+    checkpoint = Checkpoint(out_dir / CHECKPOINT, runtime.checkpoint_every,
+                            fingerprint(experiment, runtime, seed, data_path, ticket_path, mask_path)) \
+        if runtime.checkpoint_every else None
     curve, rewind = train(model, mask, splits, experiment.train, seed,
-                          snapshot_at=experiment.reset.rewind_iteration)
+                          snapshot_at=experiment.reset.rewind_iteration, checkpoint=checkpoint)
     final_train_loss, final_train_acc = evaluate(model.eval(), splits["train"])
     stop = early_stop(curve)
     sparsity = masks.report(mask_np)
@@ -235,6 +325,7 @@ def run(experiment: Experiment, runtime: RuntimeParams, data_path: Path, ticket_
         "final_validation_accuracy": curve[-1]["validation_accuracy"],
         "final_train_accuracy": final_train_acc,
         "final_train_loss": final_train_loss,
+        "provenance": provenance.record(str(device), runtime.threads, seed),
     }
     trained = models.state_arrays(model)
     # the masking invariant: pruned weights hold their ticket values (zero, or frozen: mask-0 actions)
@@ -245,4 +336,22 @@ def run(experiment: Experiment, runtime: RuntimeParams, data_path: Path, ticket_
     save_arrays(out_dir / "rewind.safetensors", rewind)
     write_text(out_dir / "curve.csv", curve_csv(curve))
     write_json(out_dir / "metrics.json", metrics)
+    if checkpoint:
+        checkpoint.path.unlink(missing_ok=True)
     return metrics
+
+
+CHECKPOINT = "checkpoint.safetensors"
+
+
+def fingerprint(experiment: Experiment, runtime: RuntimeParams, seed: int, *inputs: Path) -> str:
+    """What a training's result depends on: its input files' bytes, its params and the
+    code that trains. A checkpoint with another fingerprint is never resumed."""
+    digest = hashlib.sha256()
+    for path in inputs:
+        digest.update(Path(path).read_bytes())
+    for module in (__file__, mlp_step.__file__, models.__file__):
+        digest.update(Path(module).read_bytes())
+    digest.update(json.dumps([repr(experiment.model), repr(experiment.train), experiment.reset.rewind_iteration,
+                              runtime.device, runtime.threads, seed, torch.__version__]).encode())
+    return digest.hexdigest()

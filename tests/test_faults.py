@@ -1,0 +1,90 @@
+"""Faults: a training killed with SIGKILL resumes from its checkpoint, bit-identical."""
+
+import os
+import signal
+import subprocess
+import time
+
+import numpy as np
+import yaml
+from conftest import BIN, tool_env
+
+from lth import masks, models
+from lth.artifacts import save_arrays
+
+OUTPUTS = ("trained.safetensors", "rewind.safetensors", "curve.csv", "metrics.json")
+
+
+def training(tmp_path, tiny_params, prepared, name: str, iterations: int = 3000):
+    """A workspace for one `lth train` of LeNet on the synthetic data, checkpointing every 100."""
+    tiny_params["runtime"]["checkpoint_every"] = 100
+    e = tiny_params["experiments"]["tiny"]
+    e["train"].update(iterations=iterations, eval_every=100)
+    e["reset"]["rewind_iteration"] = 150
+    ws = tmp_path / name
+    ws.mkdir()
+    (ws / "params.yaml").write_text(yaml.safe_dump(tiny_params))
+    theta0 = models.make_theta0("lenet_300_100", "mnist", seed=0)
+    save_arrays(ws / "ticket.safetensors", theta0)
+    masks.save(ws / "mask.safetensors", masks.dense(theta0))
+    return ws, [str(BIN / "lth"), "train", "--experiment", "tiny", "--seed", "3", "--data", str(prepared),
+                "--ticket", "ticket.safetensors", "--mask", "mask.safetensors", "--out", "out"]
+
+
+def test_a_killed_training_resumes_bit_identical(tmp_path, tiny_params, prepared):
+    ws_a, cmd = training(tmp_path, tiny_params, prepared, "uninterrupted")
+    subprocess.run(cmd, cwd=ws_a, check=True, env=tool_env(), capture_output=True)
+    ws_b, _ = training(tmp_path, tiny_params, prepared, "killed")
+    checkpoint = ws_b / "out" / "checkpoint.safetensors"
+    proc = subprocess.Popen(cmd, cwd=ws_b, env=tool_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not checkpoint.exists() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    first = checkpoint.stat().st_mtime_ns
+    while checkpoint.stat().st_mtime_ns == first and time.monotonic() < deadline:  # a later one: mid-run
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL
+    assert not (ws_b / "out" / "metrics.json").exists()  # nothing a later stage would accept
+    resumed = subprocess.run(cmd, cwd=ws_b, check=True, env=tool_env(), capture_output=True, text=True)
+    assert "resumed from out/checkpoint.safetensors at iteration" in resumed.stdout
+    assert int(resumed.stdout.split("at iteration ")[1].split()[0]) >= 200
+    for name in OUTPUTS:
+        assert (ws_b / "out" / name).read_bytes() == (ws_a / "out" / name).read_bytes(), name
+    assert not checkpoint.exists()  # removed once the training is done
+
+
+def test_a_damaged_or_foreign_checkpoint_is_ignored(tmp_path, tiny_params, prepared):
+    ws_a, cmd = training(tmp_path, tiny_params, prepared, "clean", iterations=300)
+    subprocess.run(cmd, cwd=ws_a, check=True, env=tool_env(), capture_output=True)
+    ws_b, _ = training(tmp_path, tiny_params, prepared, "damaged", iterations=300)
+    (ws_b / "out").mkdir()
+    (ws_b / "out" / "checkpoint.safetensors").write_bytes(b"\x00" * 100)  # truncated garbage
+    out = subprocess.run(cmd, cwd=ws_b, check=True, env=tool_env(), capture_output=True, text=True).stdout
+    assert "ignoring checkpoint" in out and "resumed" not in out
+    # a checkpoint of another training (other seed) is not resumed either
+    ws_c, _ = training(tmp_path, tiny_params, prepared, "foreign", iterations=300)
+    other = [*cmd[:cmd.index("--seed") + 1], "4", *cmd[cmd.index("--seed") + 2:]]
+    proc = subprocess.Popen(other, cwd=ws_c, env=tool_env(), stdout=subprocess.DEVNULL)
+    while not (ws_c / "out" / "checkpoint.safetensors").exists() and proc.poll() is None:
+        time.sleep(0.01)
+    proc.kill()
+    proc.wait()
+    out = subprocess.run(cmd, cwd=ws_c, check=True, env=tool_env(), capture_output=True, text=True).stdout
+    assert "of other inputs or params" in out
+    for ws in (ws_b, ws_c):
+        for name in OUTPUTS:
+            assert (ws / "out" / name).read_bytes() == (ws_a / "out" / name).read_bytes(), name
+
+
+def test_checkpoint_every_changes_no_result(tmp_path, tiny_params, prepared):
+    results = []
+    for every in (0, 100):
+        ws, cmd = training(tmp_path, tiny_params, prepared, f"every{every}", iterations=300)
+        params = yaml.safe_load((ws / "params.yaml").read_text())
+        params["runtime"]["checkpoint_every"] = every
+        (ws / "params.yaml").write_text(yaml.safe_dump(params))
+        subprocess.run(cmd, cwd=ws, check=True, env=tool_env(), capture_output=True)
+        results.append({n: (ws / "out" / n).read_bytes() for n in OUTPUTS})
+    assert results[0] == results[1]
+    assert np.all(np.array([len(v) for v in results[0].values()]) > 0)

@@ -1,0 +1,75 @@
+"""Teams: results shared through one DVC cache on shared storage, and one workspace, one run.
+
+Real `dvc repro` in separate workspaces ("colleagues") on the tiny config.
+"""
+
+import stat
+import subprocess
+import time
+
+import pytest
+from conftest import TINY, Pipeline, digests, run
+
+pytestmark = pytest.mark.pipeline
+
+
+def share(pipe: Pipeline, cache) -> None:
+    """The set-up the README gives: one cache directory for the group, its run-cache included."""
+    run(["dvc", "cache", "dir", str(cache)], pipe.path, pipe.env)
+    run(["dvc", "config", "cache.shared", "group"], pipe.path, pipe.env)
+
+
+def test_a_colleague_restores_finished_stages_from_the_shared_cache(tmp_path, mnist_dir):
+    cache = tmp_path / "shared-cache"
+    alice = Pipeline("dvc", tmp_path / "alice", TINY, mnist_dir)
+    share(alice, cache)
+    assert "train@tiny-s0-r02" in alice.repro()
+    bob = Pipeline("dvc", tmp_path / "bob", TINY, mnist_dir)
+    share(bob, cache)
+    out = run(["dvc", "repro"], bob.path, bob.env).stdout
+    assert "Running stage" not in out  # nothing trained, nothing recomputed
+    assert "is cached - skipping run, checking out outputs" in out
+    assert digests(bob.path) == digests(alice.path)
+    # group-shared, never world-writable
+    modes = [f.stat().st_mode for f in cache.rglob("*") if f.is_file()]
+    assert modes and not any(m & stat.S_IWOTH for m in modes)
+    # after an edit of the training code, bob retrains instead of taking stale results
+    train_py = bob.path / "src/lth/train.py"
+    train_py.write_text(train_py.read_text() + "\n# a colleague's edit\n")
+    ran = bob.repro()
+    assert {"train@tiny-s0-r00", "train@tiny-s0-r01", "train@tiny-s0-r02"} <= ran
+
+
+def test_two_colleagues_writing_to_one_cache_at_once_corrupt_nothing(tmp_path, mnist_dir):
+    cache = tmp_path / "shared-cache"
+    pipes = [Pipeline("dvc", tmp_path / name, TINY, mnist_dir) for name in ("a", "b", "c")]
+    for pipe in pipes:
+        share(pipe, cache)
+    procs = [subprocess.Popen(["dvc", "repro"], cwd=p.path, env=p.env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL) for p in pipes[:2]]
+    assert [proc.wait(timeout=900) for proc in procs] == [0, 0]
+    assert digests(pipes[0].path) == digests(pipes[1].path)
+    out = run(["dvc", "repro"], pipes[2].path, pipes[2].env).stdout  # a third restores everything
+    assert "Running stage" not in out
+    assert digests(pipes[2].path) == digests(pipes[0].path)
+    for pipe in pipes[:2]:
+        assert "Data and pipelines are up to date" in run(["dvc", "status"], pipe.path, pipe.env).stdout
+
+
+@pytest.mark.parametrize("tool", ["dvc", "snakemake"])
+def test_a_second_run_on_the_same_workspace_is_refused(tmp_path, mnist_dir, tool):
+    pipe = Pipeline(tool, tmp_path / "ws", TINY, mnist_dir)
+    cmd = ["dvc", "repro"] if tool == "dvc" else ["snakemake", "--cores", "1"]
+    first = subprocess.Popen(cmd, cwd=pipe.path, env=pipe.env, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    lock = pipe.path / (".dvc/tmp/lock" if tool == "dvc" else ".snakemake/locks")
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (lock.is_file() or (lock.is_dir() and any(lock.iterdir()))):
+        time.sleep(0.05)
+    time.sleep(1.0)  # the first run holds its lock while it works
+    second = subprocess.run(cmd, cwd=pipe.path, env=pipe.env, capture_output=True, text=True)
+    assert first.wait(timeout=900) == 0
+    assert second.returncode != 0
+    assert ("lock" in (second.stdout + second.stderr).lower())
+    # and the finished workspace is intact: a rerun has nothing to do
+    assert pipe.repro() == set()
