@@ -45,3 +45,13 @@ def test_cli_reports_bad_params(tmp_path, capsys):
     code = main(["aggregate", "--params", str(params), "--out", str(tmp_path)])
     assert code == 1
     assert re.search(r"params.yaml: \(top level\): '\w+' is a required property", capsys.readouterr().err)
+
+
+def test_artifacts_get_the_modes_of_new_files_not_mkstemps_0600(tmp_path):
+    import os
+
+    from lth.artifacts import UMASK, write_text
+
+    write_text(tmp_path / "a.txt", "x")
+    assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o666 & ~UMASK
+    assert os.umask(UMASK) == UMASK  # and the process umask is unchanged

@@ -8,7 +8,7 @@ Snakemake jobs are mapped to them by their outputs.
 import copy
 
 import pytest
-from conftest import TINY, Pipeline, digests, run
+from conftest import TINY, Pipeline, digests, run, write_params
 
 pytestmark = pytest.mark.pipeline
 RESULTS = {"aggregate", "figures", "report"}
@@ -42,6 +42,23 @@ def test_first_run_runs_every_stage(pipe):
 
 def test_unchanged_pipeline_reruns_nothing(pipe):
     assert pipe.repro() == set()
+
+
+def test_bad_params_fail_with_a_clear_message_and_lose_nothing(pipe):
+    before = digests(pipe.path)
+    good = copy.deepcopy(pipe.params)
+    pipe.params["experiments"]["tiny"]["train"]["lrr"] = 0.1  # a typo
+    write_params(pipe.path, pipe.params)
+    cmd = ["dvc", "repro"] if pipe.tool == "dvc" else ["snakemake", "--cores", "2"]
+    result = run(cmd, pipe.path, pipe.env, check=False)
+    assert result.returncode != 0
+    assert "params.yaml: unknown key 'lrr' in experiments.tiny.train" in result.stdout + result.stderr
+    pipe.params = good
+    write_params(pipe.path, pipe.params)
+    # Snakemake refused before starting; DVC had started the trainings, and restores their
+    # outputs from its cache: nothing is recomputed and every artifact is as it was
+    assert pipe.repro() == set()
+    assert digests(pipe.path) == before
 
 
 def test_more_rounds_run_only_the_new_rounds_then_aggregation(pipe):

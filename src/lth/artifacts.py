@@ -21,6 +21,8 @@ import numpy as np
 from lth import LthError
 
 Arrays = dict[str, np.ndarray]
+UMASK = os.umask(0o022)
+os.umask(UMASK)  # read the process's umask (there is no getter) and put it back
 
 
 class ArtifactError(LthError):
@@ -36,6 +38,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp)
+        # mkstemp makes 0600 files; an artifact gets the modes of any new file (a team can read it)
+        os.chmod(tmp, 0o666 & ~UMASK)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -19,6 +19,8 @@ rule train:
         read=TRAIN["read"],
         cmd=TRAIN["cmd"],
     threads: P.runtime.threads
+    # `snakemake --cache` shares it between workflows (README: Sharing results with your team)
+    cache: "omit-software"
     log:
         "logs/train/{train_dir}.log",
     shell:

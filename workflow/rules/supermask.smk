@@ -13,6 +13,8 @@ rule untrained:
         read=UNTRAINED["read"],
         cmd=UNTRAINED["cmd"],
     threads: P.runtime.threads
+    # `snakemake --cache` shares it between workflows (README: Sharing results with your team)
+    cache: "omit-software"
     log:
         "logs/untrained/{seed_dir}.log",
     shell:
@@ -30,6 +32,8 @@ rule supermask:
         read=SUPERMASK["read"],
         cmd=SUPERMASK["cmd"],
     threads: P.runtime.threads
+    # `snakemake --cache` shares it between workflows (README: Sharing results with your team)
+    cache: "omit-software"
     log:
         "logs/supermask/{seed_dir}.log",
     shell:
