@@ -1,12 +1,14 @@
 # Params, the plan, and helpers shared by all rules.
 from lth import plan as lth_plan
 from lth.params import from_dict, read_yaml
+from snakemake.utils import validate
 
 PARAMS_FILE = "params.yaml"
 
 # Validated against workflow/schemas/params.schema.yaml by lth itself, so that Snakemake,
 # dvc (through the stages) and `lth check` reject bad params with the same words.
 P = from_dict(config, PARAMS_FILE)
+validate(config, "../schemas/params.schema.yaml")  # Snakemake's own check, the same schema (passes when lth's does)
 if config != read_yaml(PARAMS_FILE):
     raise ValueError(
         f"the Snakemake config differs from {PARAMS_FILE} (--config or --configfile?). "
@@ -45,3 +47,8 @@ def planned(rule_name, pattern):
     return {"input": lambda w: stage(w).deps,
             "read": lambda w: read_params(stage(w)),
             "cmd": lambda w: stage(w).cmd}
+
+
+# On a cluster, computing rules ask for a GPU when the params ask for CUDA
+# (snakemake-executor-plugin-slurm turns gpu=1 into --gpus=1); elsewhere it is a plain resource.
+GPU = {"gpu": 1} if P.runtime.device == "cuda" else {}

@@ -18,6 +18,8 @@ rule train:
     params:
         read=TRAIN["read"],
         cmd=TRAIN["cmd"],
+    resources:
+        **GPU,
     threads: P.runtime.threads
     # `snakemake --cache` shares it between workflows (README: Sharing results with your team)
     cache: "omit-software"

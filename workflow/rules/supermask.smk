@@ -12,6 +12,8 @@ rule untrained:
     params:
         read=UNTRAINED["read"],
         cmd=UNTRAINED["cmd"],
+    resources:
+        **GPU,
     threads: P.runtime.threads
     # `snakemake --cache` shares it between workflows (README: Sharing results with your team)
     cache: "omit-software"
@@ -31,6 +33,8 @@ rule supermask:
     params:
         read=SUPERMASK["read"],
         cmd=SUPERMASK["cmd"],
+    resources:
+        **GPU,
     threads: P.runtime.threads
     # `snakemake --cache` shares it between workflows (README: Sharing results with your team)
     cache: "omit-software"
