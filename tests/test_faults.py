@@ -6,8 +6,9 @@ import subprocess
 import time
 
 import numpy as np
+import pytest
 import yaml
-from conftest import BIN, tool_env
+from conftest import BIN, TINY, Pipeline, digests, tool_env
 
 from lth import masks, models
 from lth.artifacts import save_arrays
@@ -88,3 +89,23 @@ def test_checkpoint_every_changes_no_result(tmp_path, tiny_params, prepared):
         results.append({n: (ws / "out" / n).read_bytes() for n in OUTPUTS})
     assert results[0] == results[1]
     assert np.all(np.array([len(v) for v in results[0].values()]) > 0)
+
+
+@pytest.mark.pipeline
+def test_a_params_edit_in_the_middle_of_a_snakemake_run_stops_it_cleanly(tmp_path, mnist_dir):
+    pipe = Pipeline("snakemake", tmp_path / "ws", TINY, mnist_dir)
+    first = pipe.path / "runs/tiny/seed0/round00/metrics.json"
+    proc = subprocess.Popen(["snakemake", "--cores", "1"], cwd=pipe.path, env=pipe.env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while not first.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    pipe.set("figures.dpi", 61)  # any edit: the planned jobs no longer match the file
+    assert proc.wait(timeout=600) != 0
+    logs = "".join(f.read_text() for f in (pipe.path / "logs").rglob("*.log"))
+    assert "params.yaml changed while the workflow was running" in logs
+    done = digests(pipe.path, ("runs/tiny/seed0/round00",))
+    rerun = pipe.repro()
+    assert rerun and "train@tiny-s0-r00" not in rerun
+    assert digests(pipe.path, ("runs/tiny/seed0/round00",)) == done  # finished work untouched
+    assert (pipe.path / "results/report.md").exists()

@@ -268,5 +268,25 @@ def from_dict(raw: dict[str, Any], source: str | Path = "params.yaml") -> Params
     )
 
 
+PARAMS_DIGEST_VARIABLE = "LTH_PARAMS_SHA256"
+
+
+def params_digest(path: str | Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
 def load(path: str | Path = "params.yaml") -> Params:
-    return from_dict(read_yaml(path), path)
+    """Read, validate and type a params file. Under a workflow that planned its jobs from a
+    params file (LTH_PARAMS_SHA256 set), refuse a file that changed since."""
+    import os
+
+    params = from_dict(read_yaml(path), path)
+    planned = os.environ.get(PARAMS_DIGEST_VARIABLE)
+    if planned and params_digest(path) != planned:
+        raise ParamsError(
+            f"{path} changed while the workflow was running (its jobs were planned from the earlier "
+            "file). The finished stages stand; run the workflow again to continue with the new params."
+        )
+    return params

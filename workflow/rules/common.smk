@@ -1,6 +1,8 @@
 # Params, the plan, and helpers shared by all rules.
 from lth import plan as lth_plan
-from lth.params import from_dict, read_yaml
+import os
+
+from lth.params import PARAMS_DIGEST_VARIABLE, from_dict, params_digest, read_yaml
 from snakemake.utils import validate
 
 PARAMS_FILE = "params.yaml"
@@ -9,6 +11,10 @@ PARAMS_FILE = "params.yaml"
 # dvc (through the stages) and `lth check` reject bad params with the same words.
 P = from_dict(config, PARAMS_FILE)
 validate(config, "../schemas/params.schema.yaml")  # Snakemake's own check, the same schema (passes when lth's does)
+# Jobs run `lth` commands that read params.yaml again: they refuse to run if the file is
+# no longer the one this workflow was planned from (an edit in the middle of a run). Jobs
+# on a cluster inherit the value from the submitting process (setdefault).
+os.environ.setdefault(PARAMS_DIGEST_VARIABLE, params_digest(PARAMS_FILE))
 if config != read_yaml(PARAMS_FILE):
     raise ValueError(
         f"the Snakemake config differs from {PARAMS_FILE} (--config or --configfile?). "
