@@ -1,5 +1,6 @@
 """Faults: a training killed with SIGKILL resumes from its checkpoint, bit-identical."""
 
+import json
 import os
 import signal
 import subprocess
@@ -7,11 +8,13 @@ import time
 
 import numpy as np
 import pytest
+import torch
 import yaml
 from conftest import BIN, TINY, Pipeline, digests, tool_env
 
-from lth import masks, models
+from lth import masks, models, pruning, reset, train
 from lth.artifacts import save_arrays
+from lth.params import TrainParams
 
 OUTPUTS = ("trained.safetensors", "rewind.safetensors", "curve.csv", "metrics.json")
 
@@ -63,14 +66,9 @@ def test_a_damaged_or_foreign_checkpoint_is_ignored(tmp_path, tiny_params, prepa
     (ws_b / "out" / "checkpoint.safetensors").write_bytes(b"\x00" * 100)  # truncated garbage
     out = subprocess.run(cmd, cwd=ws_b, check=True, env=tool_env(), capture_output=True, text=True).stdout
     assert "ignoring checkpoint" in out and "resumed" not in out
-    # a checkpoint of another training (other seed) is not resumed either
+    # a checkpoint of another training (other fingerprint) is not resumed either
     ws_c, _ = training(tmp_path, tiny_params, prepared, "foreign", iterations=300)
-    other = [*cmd[:cmd.index("--seed") + 1], "4", *cmd[cmd.index("--seed") + 2:]]
-    proc = subprocess.Popen(other, cwd=ws_c, env=tool_env(), stdout=subprocess.DEVNULL)
-    while not (ws_c / "out" / "checkpoint.safetensors").exists() and proc.poll() is None:
-        time.sleep(0.01)
-    proc.kill()
-    proc.wait()
+    leave_checkpoint(ws_c / "out" / "checkpoint.safetensors", prepared, fingerprint="another training")
     out = subprocess.run(cmd, cwd=ws_c, check=True, env=tool_env(), capture_output=True, text=True).stdout
     assert "of other inputs or params" in out
     for ws in (ws_b, ws_c):
@@ -109,3 +107,37 @@ def test_a_params_edit_in_the_middle_of_a_snakemake_run_stops_it_cleanly(tmp_pat
     assert rerun and "train@tiny-s0-r00" not in rerun
     assert digests(pipe.path, ("runs/tiny/seed0/round00",)) == done  # finished work untouched
     assert (pipe.path / "results/report.md").exists()
+
+
+def lenet(ticket, mask_np):
+    model = models.load_arrays_into(models.build("lenet_300_100", (1, 28, 28), 10), ticket)
+    return model, {n: torch.from_numpy(m).float() for n, m in mask_np.items()}
+
+
+def leave_checkpoint(path, prepared, fingerprint: str, mask_np=None, iterations: int = 300):
+    """Train in-process with a checkpoint every 100 iterations; the one of iteration 200 stays."""
+    theta0 = models.make_theta0("lenet_300_100", "mnist", seed=0)
+    mask_np = masks.dense(theta0) if mask_np is None else mask_np
+    model, mask = lenet(reset.ticket(theta0, mask_np), mask_np)
+    splits = train.load_splits(prepared, torch.device("cpu"))
+    checkpoint = train.Checkpoint(path, 100, fingerprint)
+    curve, _ = train.train(model, mask, splits, TrainParams(1.2e-3, 20, iterations, 50), seed=3, progress=False,
+                           checkpoint=checkpoint)
+    return model, curve, checkpoint
+
+
+def test_the_csr_path_resumes_bit_identical(tmp_path, prepared, capsys):
+    """Below 10% density fc1 trains as CSR values with their own Adam state: resuming from a
+    checkpoint restores them exactly."""
+    theta0 = models.make_theta0("lenet_300_100", "mnist", seed=0)
+    mask_np = pruning.prune(theta0, masks.dense(theta0), {"fc": 0.2, "output": 0.1}, steps=14)
+    assert train.make_step(*lenet(reset.ticket(theta0, mask_np), mask_np), 1e-3).sparse_layers == ["fc1"]
+    path = tmp_path / "checkpoint.safetensors"
+    first, first_curve, _ = leave_checkpoint(path, prepared, "f", mask_np)
+    assert path.exists()  # iteration 200's
+    capsys.readouterr()
+    resumed, resumed_curve, _ = leave_checkpoint(path, prepared, "f", mask_np)
+    assert f"resumed from {path} at iteration 200" in capsys.readouterr().out
+    assert json.dumps(resumed_curve) == json.dumps(first_curve)
+    a, b = models.state_arrays(first), models.state_arrays(resumed)
+    assert all(np.array_equal(a[n], b[n]) for n in a)

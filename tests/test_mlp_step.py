@@ -37,7 +37,11 @@ def test_step_matches_autograd_and_keeps_pruned_weights_zero(keep, sparse):
                 p.grad.mul_(mask[n])
         # the gradients themselves, before either optimizer steps
         fast_loss, logits = step(x, y)
-        grads = {"fc1.bias": step.layers[0].bias.grad, "output.weight": step.layers[2].weight.grad}
+        fc1 = step.layers[0]
+        fc1_grad = torch.zeros_like(fast.fc1.weight).masked_scatter_(fc1.pattern_mask, fc1.values.grad) \
+            if fc1.sparse else fc1.weight.grad
+        grads = {"fc1.weight": fc1_grad, "fc1.bias": fc1.bias.grad, "fc2.weight": step.layers[1].weight.grad,
+                 "output.weight": step.layers[2].weight.grad}
         for n, grad in grads.items():
             torch.testing.assert_close(grad, dict(reference.named_parameters())[n].grad, rtol=1e-4, atol=1e-6)
         optimizer.step()
@@ -77,3 +81,21 @@ def test_sparse_and_dense_paths_agree():
         step.write_back()
         results.append(model.fc1.weight.detach().clone())
     torch.testing.assert_close(results[0], results[1], rtol=1e-4, atol=1e-6)
+
+
+def test_a_layer_with_frozen_nonzero_pruned_weights_stays_dense():
+    """Mask-0 actions other than zero keep pruned weights at nonzero values: CSR cannot hold
+    them, so the layer takes the dense path and they still count in the products."""
+    model, mask = masked_lenet(0.05)
+    frozen = masked_lenet(1.0)[0].fc1.weight.detach()
+    with torch.no_grad():
+        model.fc1.weight.copy_(torch.where(mask["fc1.weight"] == 0, frozen, model.fc1.weight))
+    step = mlp_step.MLPStep(model, mask, lr=1e-3)
+    assert step.sparse_layers == []
+    before = model.fc1.weight.detach().clone()
+    g = torch.Generator().manual_seed(4)
+    for _ in range(3):
+        step(torch.randn(60, 1, 28, 28, generator=g), torch.randint(0, 10, (60,), generator=g))
+    step.write_back()
+    pruned = mask["fc1.weight"] == 0
+    assert torch.equal(model.fc1.weight[pruned], before[pruned]) and bool(before[pruned].any())

@@ -167,6 +167,6 @@ def test_a_failing_job_fails_the_run_with_a_clear_message(tmp_path, mnist_dir, s
     log = result.stdout + result.stderr
     assert result.returncode == 1
     assert "Error in rule data" in log
-    assert "SLURM status is: 'FAILED'" in log or "FAILED" in log
+    assert "SLURM status is: 'FAILED'" in log
     assert "logs/data/mnist.log" in log  # where the user finds the stage's own error
-    assert "train" not in {p.parent.name for p in (pipe.path / "runs").rglob("metrics.json")}
+    assert not list((pipe.path / "runs").rglob("metrics.json"))  # nothing downstream ran

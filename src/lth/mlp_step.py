@@ -9,7 +9,7 @@ elementwise ReLU masks, into preallocated gradient buffers; then a fused Adam st
 Sparse layers: at high sparsity most of a dense product multiplies zeros. A layer whose
 density is at most SPARSE_DENSITY and which has at least SPARSE_MIN_WEIGHTS weights
 keeps only its surviving weights, as the values of a CSR matrix whose pattern is the
-mask: the forward product is a CSR x dense product, the weight gradient a sampled
+mask (if its pruned weights are all zero): the forward product is a CSR x dense product, the weight gradient a sampled
 product at the surviving positions only (torch.sparse.sampled_addmm), the input
 gradient a product with the transposed pattern, and Adam updates the surviving values
 only. Pruned weights are then not merely held at zero: they are not stored. The
@@ -54,7 +54,10 @@ class Layer:
         self.bias.grad = torch.zeros_like(self.bias)
         weight = linear.weight.detach()
         density = mask.mean().item()
-        self.sparse = density <= SPARSE_DENSITY and weight.numel() >= SPARSE_MIN_WEIGHTS
+        # CSR stores the survivors only: pruned weights frozen at nonzero values (mask-0 actions
+        # other than zero) must stay in the products, so such a layer stays dense
+        self.sparse = (density <= SPARSE_DENSITY and weight.numel() >= SPARSE_MIN_WEIGHTS
+                       and not bool(weight[mask == 0].any()))
         if not self.sparse:
             self.weight = weight
             self.mask = mask

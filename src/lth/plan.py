@@ -188,7 +188,7 @@ TEMPLATES = {
                  outs=("{theta0}", "{mask}"), metrics=("{sparsity}",)),
         Template("train", "lth train --params {params_file} --experiment {experiment} --seed {seed} "
                           "--data {prepared} --ticket {ticket} --mask {mask} --out {dir}",
-                 code=("train.py", "models.py", "masks.py", "artifacts.py"),
+                 code=("train.py", "mlp_step.py", "models.py", "masks.py", "provenance.py", "artifacts.py"),
                  params=(*RUNTIME, f"{EXP}.model", f"{EXP}.train", f"{EXP}.reset.rewind_iteration"),
                  deps=("{prepared}", "{ticket}", "{mask}"),
                  outs=("{dir}/trained.safetensors", "{dir}/rewind.safetensors", "{dir}/curve.csv"),
@@ -211,12 +211,13 @@ TEMPLATES = {
                  deps=("{ticket_mask}",), outs=("{mask}",), metrics=("{sparsity}",)),
         Template("untrained", "lth untrained --params {params_file} --experiment {experiment} --seed {seed} "
                               "--data {prepared} --theta0 {theta0} --trained {trained} --out {table}",
-                 code=("supermask.py", "pruning.py", "reset.py", "models.py", "masks.py", "artifacts.py"),
+                 code=("supermask.py", "train.py", "pruning.py", "reset.py", "models.py", "masks.py",
+                       "artifacts.py"),
                  params=(*RUNTIME, f"{EXP}.model", f"{EXP}.prune.scope", f"{EXP}.supermask.untrained"),
                  deps=("{prepared}", "{theta0}", "{trained}"), outs=("{table}",)),
         Template("supermask", "lth supermask --params {params_file} --experiment {experiment} --seed {seed} "
                               "--data {prepared} --theta0 {theta0} --out {dir}",
-                 code=("supermask.py", "train.py", "reset.py", "models.py", "artifacts.py"),
+                 code=("supermask.py", "train.py", "reset.py", "models.py", "masks.py", "artifacts.py"),
                  params=(*RUNTIME, f"{EXP}.model", f"{EXP}.supermask.learned"),
                  deps=("{prepared}", "{theta0}"),
                  outs=("{dir}/scores.safetensors", "{dir}/curve.csv"), metrics=("{dir}/metrics.json",)),
