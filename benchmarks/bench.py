@@ -171,15 +171,18 @@ def eval_seconds(name: str, measured: int = 3_000) -> float:
 
 def lenet_round(iterations: int = 5_000) -> float:
     """Seconds of a measured slice of a LeNet round (train.train, evaluation every 100),
-    on random MNIST-shaped data of the paper's split sizes."""
+    on random MNIST-shaped data of the paper's split sizes: the fastest of three runs."""
     g = torch.Generator().manual_seed(0)
     splits = {name: train.Split(torch.randn(n, 1, 28, 28, generator=g), torch.randint(0, 10, (n,), generator=g))
               for name, n in (("train", 55_000), ("validation", 5_000), ("test", 10_000))}
-    model, mask, _ = masked_model("lenet_300_100", 100.0)
     params = train.TrainParams(lr=1.2e-3, batch_size=BATCH, iterations=iterations, eval_every=100)
-    start = time.perf_counter()
-    train.train(model, mask, splits, params, seed=0, progress=False)
-    return time.perf_counter() - start
+    best = math.inf
+    for _ in range(3):  # the fastest of three, as for the steps
+        model, mask, _ = masked_model("lenet_300_100", 100.0)
+        start = time.perf_counter()
+        train.train(model, mask, splits, params, seed=0, progress=False)
+        best = min(best, time.perf_counter() - start)
+    return best
 
 
 def compile_times(repeat: int) -> dict:

@@ -125,7 +125,7 @@ class MLPStep:
                        Layer(model.output, mask["output.weight"])]
         params = [p for layer in self.layers for p in layer.params]
         self.optimizer = torch.optim.Adam(params, lr=lr, fused=True)
-        self.rows = None
+        self.offsets = None
 
     @property
     def sparse_layers(self) -> list[str]:
@@ -139,15 +139,14 @@ class MLPStep:
         logits = self.layers[-1].forward(inputs[-1])
         loss = F.cross_entropy(logits, labels)
         # d loss / d logits of the mean cross-entropy: (softmax - onehot) / batch
-        g = torch.softmax(logits, 1)
-        if self.rows is None or len(self.rows) != len(labels):
-            self.rows = torch.arange(len(labels), device=labels.device)
-        g[self.rows, labels] -= 1.0
-        g.div_(len(labels))
+        g = torch.softmax(logits, 1).div_(len(labels))
+        if self.offsets is None or len(self.offsets) != len(labels):
+            self.offsets = torch.full((len(labels), 1), -1.0 / len(labels), device=labels.device)
+        g.scatter_add_(1, labels[:, None], self.offsets)
         for i in range(len(self.layers) - 1, -1, -1):
             g = self.layers[i].backward(g, inputs[i], need_input_grad=i > 0)
             if i > 0:
-                g.mul_(inputs[i] > 0)  # through the ReLU
+                g = torch.ops.aten.threshold_backward(g, inputs[i], 0.0)  # through the ReLU, one kernel
         self.optimizer.step()
         return loss, logits
 
