@@ -125,7 +125,7 @@ class MLPStep:
                        Layer(model.output, mask["output.weight"])]
         params = [p for layer in self.layers for p in layer.params]
         self.optimizer = torch.optim.Adam(params, lr=lr, fused=True)
-        self.offsets = None
+        self.minus_ones = None
 
     @property
     def sparse_layers(self) -> list[str]:
@@ -139,10 +139,10 @@ class MLPStep:
         logits = self.layers[-1].forward(inputs[-1])
         loss = F.cross_entropy(logits, labels)
         # d loss / d logits of the mean cross-entropy: (softmax - onehot) / batch
-        g = torch.softmax(logits, 1).div_(len(labels))
-        if self.offsets is None or len(self.offsets) != len(labels):
-            self.offsets = torch.full((len(labels), 1), -1.0 / len(labels), device=labels.device)
-        g.scatter_add_(1, labels[:, None], self.offsets)
+        g = torch.softmax(logits, 1)
+        if self.minus_ones is None or len(self.minus_ones) != len(labels):
+            self.minus_ones = torch.full((len(labels), 1), -1.0, device=labels.device)
+        g.scatter_add_(1, labels[:, None], self.minus_ones).div_(len(labels))
         for i in range(len(self.layers) - 1, -1, -1):
             g = self.layers[i].backward(g, inputs[i], need_input_grad=i > 0)
             if i > 0:
