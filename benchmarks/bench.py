@@ -104,7 +104,6 @@ def forward_flops(name: str) -> float:
 def masked_model(name: str, percent: float):
     model = models.initialize(models.build(name, SHAPES[name], 10), 0)
     theta0 = models.state_arrays(model)
-    steps = 0
     ladder = pruning.percent_ladder({n: w.size for n, w in theta0.items() if masks.is_prunable(n)},
                                     {"conv": 0.1, "fc": 0.2, "output": 0.1}, 30)
     steps = min(range(len(ladder)), key=lambda k: abs(ladder[k] - percent))

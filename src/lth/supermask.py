@@ -25,7 +25,7 @@ from lth import masks, models, pruning, reset
 from lth.artifacts import load_arrays, save_arrays, write_json, write_text
 from lth.params import Experiment, LearnedParams, RuntimeParams
 from lth.plan import made_by
-from lth.train import BatchOrder, Split, evaluate, load_splits, progress_bar, resolve_device
+from lth.train import BatchOrder, Split, curve_csv, evaluate, load_splits, progress_bar, resolve_device
 
 UNTRAINED_COLUMNS = ("seed", "criterion", "action", "steps", "percent_remaining", "validation_loss",
                      "validation_accuracy", "test_loss", "test_accuracy")
@@ -41,12 +41,6 @@ def _setup(experiment: Experiment, runtime: RuntimeParams, data_path: Path):
     model = models.build(experiment.model.name, tuple(splits["train"].images.shape[1:]), num_classes=10,
                          dropout=experiment.model.dropout).to(device).eval()
     return device, splits, model
-
-
-def _csv(rows: list[dict], columns: tuple[str, ...]) -> str:
-    lines = [",".join(columns)]
-    lines += [",".join(repr(r[c]) if isinstance(r[c], float) else str(r[c]) for c in columns) for r in rows]
-    return "\n".join(lines) + "\n"
 
 
 def untrained(experiment: Experiment, runtime: RuntimeParams, data_path: Path, theta0_path: Path,
@@ -71,7 +65,7 @@ def untrained(experiment: Experiment, runtime: RuntimeParams, data_path: Path, t
                 rows.append({"seed": seed, "criterion": criterion, "action": action, "steps": steps,
                              "percent_remaining": percent, "validation_loss": val_loss,
                              "validation_accuracy": val_acc, "test_loss": test_loss, "test_accuracy": test_acc})
-    write_text(out, _csv(rows, UNTRAINED_COLUMNS))
+    write_text(out, curve_csv(rows, UNTRAINED_COLUMNS))
     return rows
 
 
@@ -169,6 +163,6 @@ def learn(experiment: Experiment, runtime: RuntimeParams, data_path: Path, theta
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     save_arrays(out_dir / "scores.safetensors", {n: s.detach().cpu().numpy() for n, s in sm.scores.items()})
-    write_text(out_dir / "curve.csv", _csv(curve, CURVE_COLUMNS))
+    write_text(out_dir / "curve.csv", curve_csv(curve, CURVE_COLUMNS))
     write_json(out_dir / "metrics.json", metrics)
     return metrics

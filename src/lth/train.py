@@ -277,9 +277,10 @@ def load_checkpoint(checkpoint: Checkpoint, model: torch.nn.Module, train_step, 
     return meta["iteration"] + 1, meta["curve"], snapshot, meta["seen"]
 
 
-def curve_csv(curve: list[dict]) -> str:
+def curve_csv(curve: list[dict], columns: tuple[str, ...] = CURVE_COLUMNS) -> str:
+    """Rows as CSV: floats in full precision (repr), NaN as an empty field."""
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=CURVE_COLUMNS, lineterminator="\n")
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
     for row in curve:
         writer.writerow({k: ("" if isinstance(v, float) and math.isnan(v) else
