@@ -37,11 +37,8 @@ def test_step_matches_autograd_and_keeps_pruned_weights_zero(keep, sparse):
                 p.grad.mul_(mask[n])
         # the gradients themselves, before either optimizer steps
         fast_loss, logits = step(x, y)
-        fc1 = step.layers[0]
-        fc1_grad = torch.zeros_like(fast.fc1.weight).masked_scatter_(fc1.pattern_mask, fc1.values.grad) \
-            if fc1.sparse else fc1.weight.grad
-        grads = {"fc1.weight": fc1_grad, "fc1.bias": fc1.bias.grad, "fc2.weight": step.layers[1].weight.grad,
-                 "output.weight": step.layers[2].weight.grad}
+        grads = {"fc1.weight": step.layers[0].weight_grad(), "fc1.bias": step.layers[0].bias.grad,
+                 "fc2.weight": step.layers[1].weight_grad(), "output.weight": step.layers[2].weight_grad()}
         for n, grad in grads.items():
             torch.testing.assert_close(grad, dict(reference.named_parameters())[n].grad, rtol=1e-4, atol=1e-6)
         optimizer.step()
@@ -99,3 +96,46 @@ def test_a_layer_with_frozen_nonzero_pruned_weights_stays_dense():
     step.write_back()
     pruned = mask["fc1.weight"] == 0
     assert torch.equal(model.fc1.weight[pruned], before[pruned]) and bool(before[pruned].any())
+
+
+@pytest.mark.parametrize("keep, sparse", [(1.0, []), (0.5, []), (0.05, ["fc1"])])
+def test_evaluation_from_the_step_matches_the_model(keep, sparse):
+    """Training evaluates from the step's own tensors, features-major (CSR layers included):
+    the same loss and accuracy as the model itself after write_back, up to rounding."""
+    from lth import train
+
+    model, mask = masked_lenet(keep)
+    step = mlp_step.MLPStep(model, mask, lr=1e-3)
+    assert step.sparse_layers == sparse
+    g = torch.Generator().manual_seed(5)
+    for _ in range(3):
+        step(torch.randn(60, 1, 28, 28, generator=g), torch.randint(0, 10, (60,), generator=g))
+    split = train.Split(torch.randn(2500, 1, 28, 28, generator=g), torch.randint(0, 10, (2500,), generator=g))
+    ours = train.evaluators(step, model, {"validation": split, "test": split})["test"]()
+    step.write_back()
+    loss, accuracy = train.evaluate(model, split)
+    assert ours[0] == pytest.approx(loss, rel=1e-5) and ours[1] == accuracy
+    assert loss != train.evaluate(masked_lenet(keep)[0], split)[0]  # it trained
+
+
+def test_write_back_and_reload_round_trip_weights_and_biases():
+    model, mask = masked_lenet(0.05)
+    step = mlp_step.MLPStep(model, mask, lr=1e-3)
+    g = torch.Generator().manual_seed(6)
+    step(torch.randn(60, 1, 28, 28, generator=g), torch.randint(0, 10, (60,), generator=g))
+    step.write_back()
+    trained = {n: p.detach().clone() for n, p in model.named_parameters()}
+    assert not torch.equal(trained["fc1.bias"], masked_lenet(0.05)[0].fc1.bias)  # biases train too
+
+    def model_after_write_back() -> dict[str, torch.Tensor]:
+        with torch.no_grad():
+            for p in model.parameters():
+                p.zero_()
+        step.write_back()
+        return dict(model.named_parameters())
+
+    assert all(torch.equal(p, trained[n]) for n, p in model_after_write_back().items())
+    # reload: the step takes back whatever the model holds (as after a checkpoint is restored)
+    step.flat.zero_()
+    step.reload()
+    assert all(torch.equal(p, trained[n]) for n, p in model_after_write_back().items())

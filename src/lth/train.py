@@ -19,6 +19,7 @@ import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -63,13 +64,13 @@ def load_splits(path: Path, device: torch.device) -> dict[str, Split]:
 
 @torch.inference_mode()
 def evaluate(model: Callable[[torch.Tensor], torch.Tensor], split: Split,
-             batch_size: int = 1_000) -> tuple[float, float]:
-    """Mean cross-entropy loss and accuracy over a whole split (model: images -> logits).
-    Batches of 1000 keep the activations in cache: 15K LeNet examples take 49 ms, against 75 ms
-    at 10000 (benchmarks/bench.py's machine)."""
+             batch_size: int = 1_000, axis: int = 0) -> tuple[float, float]:
+    """Mean cross-entropy loss and accuracy over a whole split (model: images -> logits;
+    the examples run along `axis` of split.images). Batches of 1000 keep the activations in
+    cache: 15K LeNet examples take 49 ms, against 75 ms at 10000 (benchmarks/bench.py's machine)."""
     total_loss, correct, n = 0.0, 0, len(split.labels)
     for start in range(0, n, batch_size):
-        logits = model(split.images[start:start + batch_size])
+        logits = model(split.images.narrow(axis, start, min(batch_size, n - start)))
         labels = split.labels[start:start + batch_size]
         total_loss += F.cross_entropy(logits, labels, reduction="sum").item()
         correct += (logits.argmax(1) == labels).sum().item()
@@ -151,6 +152,18 @@ def make_step(model: torch.nn.Module, mask: dict[str, torch.Tensor], lr: float) 
     return AutogradStep(model, mask, lr)
 
 
+def evaluators(train_step: AutogradStep | mlp_step.MLPStep, model: torch.nn.Module,
+               splits: dict[str, Split]) -> dict[str, Callable[[], tuple[float, float]]]:
+    """Validation and test evaluations during training. The LeNet step evaluates from its own
+    tensors, on a features-major copy of the splits made once (its CSR layers then multiply
+    contiguous matrices); other models evaluate the model itself."""
+    names = ("validation", "test")
+    if isinstance(train_step, mlp_step.MLPStep):
+        prepared = {n: Split(train_step.evaluation_inputs(splits[n].images), splits[n].labels) for n in names}
+        return {n: partial(evaluate, train_step.logits, prepared[n], axis=1) for n in names}
+    return {n: partial(evaluate, model, splits[n]) for n in names}
+
+
 def progress_bar(total: int, progress: bool | None) -> tqdm:
     # on a terminal only (disable=None), so pipeline logs stay quiet
     return tqdm(total=total, desc="train", unit="it", mininterval=1.0, leave=False,
@@ -182,11 +195,12 @@ def train(model: torch.nn.Module, mask: dict[str, torch.Tensor], splits: dict[st
                "correct": torch.zeros((), device=device, dtype=torch.long)}
     seen = 0
 
+    evaluate_on = evaluators(train_step, model, splits)
+
     def record(iteration: int) -> dict:
-        train_step.write_back()
         model.eval()
-        val_loss, val_acc = evaluate(model, splits["validation"])
-        test_loss, test_acc = evaluate(model, splits["test"])
+        val_loss, val_acc = evaluate_on["validation"]()
+        test_loss, test_acc = evaluate_on["test"]()
         model.train()
         train_loss = running["loss"].item() / seen if seen else math.nan
         train_acc = running["correct"].item() / seen if seen else math.nan
@@ -205,10 +219,10 @@ def train(model: torch.nn.Module, mask: dict[str, torch.Tensor], splits: dict[st
     bar.update(start - 1)
     for iteration in range(start, params.iterations + 1):
         idx = order.next().to(device, non_blocking=True)
-        images, labels = train_split.images[idx], train_split.labels[idx]
+        images, labels = train_split.images.index_select(0, idx), train_split.labels.index_select(0, idx)
         loss, logits = train_step(images, labels)
-        running["loss"] += loss * len(labels)
-        running["correct"] += (logits.argmax(1) == labels).sum()
+        running["loss"].add_(loss, alpha=len(labels))
+        running["correct"].add_((logits.argmax(1) == labels).sum())
         seen += len(labels)
         if iteration == snapshot_at:
             train_step.write_back()
@@ -265,9 +279,13 @@ def load_checkpoint(checkpoint: Checkpoint, model: torch.nn.Module, train_step, 
     train_step.reload()
     for i, p in enumerate(train_step.optimizer.param_groups[0]["params"]):
         state = {k.split("/")[2]: v for k, v in arrays.items() if k.startswith(f"optimizer/{i}/")}
-        train_step.optimizer.state[p] = {
-            k: torch.from_numpy(v.copy()).to(p.device).reshape(() if k == "step" else p.shape)
-            for k, v in state.items()}
+        current = train_step.optimizer.state[p]  # restored in place: the LeNet step holds these tensors
+        for k, v in state.items():
+            value = torch.from_numpy(v.copy()).to(p.device).reshape(() if k == "step" else p.shape)
+            if k in current:
+                current[k].copy_(value)
+            else:
+                current[k] = value
     order.load({k.split("/")[1]: v for k, v in arrays.items() if k.startswith("order/")})
     for k in running:
         running[k].fill_(torch.from_numpy(arrays[f"running/{k}"].copy())[0].item())
