@@ -1,6 +1,6 @@
 """Speed benchmark: our training step and stages against floors measured in the same run.
 
-    python benchmarks/bench.py [--threads 2] [--repeat 100] [--passes 3] [--out benchmarks/results/bench]
+    python benchmarks/bench.py [--threads 2] [--repeat 100] [--passes 3] [--slice 5000] [--out benchmarks/results/bench]
                                [--models lenet_300_100 conv2] [--skip-pipeline] [--compile]
 
 Prints a table and writes the numbers to <out>.json and <out>.csv:
@@ -35,6 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +48,7 @@ from lth.artifacts import save_arrays
 SHAPES = {"lenet_300_100": (1, 28, 28), "conv2": (3, 32, 32), "conv4": (3, 32, 32), "conv6": (3, 32, 32)}
 PAPER_ITERATIONS = {"lenet_300_100": 50_000, "conv2": 20_000, "conv4": 25_000, "conv6": 30_000}
 PERCENTS = (100.0, 51.3, 21.1, 7.0, 3.6, 1.9)
+ROUND_PERCENTS = (100.0, 3.6)
 BATCH = 60
 EVAL_EXAMPLES = 15_000
 BIN = Path(sys.executable).parent
@@ -69,9 +71,9 @@ def timed(fn, repeat: int) -> float:
     return min(samples)
 
 
-def gemm_rate(n: int = 1024) -> float:
+def gemm_seconds(n: int = 1024) -> Callable[[], float]:
     a, b = torch.randn(n, n), torch.randn(n, n)
-    return 2 * n**3 / timed(lambda: a @ b, 10)
+    return lambda: timed(lambda: a @ b, 10)
 
 
 def lenet_matmul_floor(repeat: int, first_input_grad: bool) -> tuple[float, float]:
@@ -139,58 +141,48 @@ def obvious_step(model, mask):
     return step
 
 
-def step_times(name: str, repeat: int, percents, passes: int, floors: dict) -> tuple[list[dict], dict]:
-    """Our step (and the obvious one for LeNet) at each percent; the floors are re-measured in
-    every pass and each number is its fastest pass, so a noisy moment on a shared machine
-    cannot favour one configuration over another."""
-    images, labels = torch.randn(BATCH, *SHAPES[name]), torch.randint(0, 10, (BATCH,))
-    configs = []
-    for percent in percents:
-        model, mask, actual = masked_model(name, percent)
-        ours = train.make_step(model, mask, 1e-3)
-        obvious = obvious_step(*masked_model(name, percent)[:2]) if name == "lenet_300_100" else None
-        configs.append((actual, ours, obvious))
-    best = [{"step_ms": math.inf, "obvious_step_ms": math.inf} for _ in configs]
-    best_floors = {k: math.inf for k in floors}
+def fastest(measurements: dict[str, Callable[[], float]], passes: int) -> dict[str, float]:
+    """Each measurement's fastest over `passes` interleaved passes: noise on a shared machine
+    only ever adds time, and interleaving keeps a noisy minute from favouring one
+    configuration over another (the floors are re-measured in every pass too)."""
+    best = dict.fromkeys(measurements, math.inf)
     for _ in range(passes):
-        best_floors = {k: min(best_floors[k], floor()) for k, floor in floors.items()}
-        for b, (_, ours, obvious) in zip(best, configs, strict=True):
-            b["step_ms"] = min(b["step_ms"], 1e3 * timed(lambda f=ours: f(images, labels), repeat))
-            if obvious is not None:
-                ms = 1e3 * timed(lambda f=obvious: f(images, labels), repeat)
-                b["obvious_step_ms"] = min(b["obvious_step_ms"], ms)
-    rows = []
-    for b, (actual, ours, obvious) in zip(best, configs, strict=True):
-        rows.append({"model": name, "percent_remaining": round(actual, 2), "step_ms": b["step_ms"],
-                     "sparse_layers": "+".join(getattr(ours, "sparse_layers", [])) or "-",
-                     **({"obvious_step_ms": b["obvious_step_ms"]} if obvious is not None else {})})
-    return rows, best_floors
+        for key, measure in measurements.items():
+            best[key] = min(best[key], measure())
+    return best
 
 
-def eval_seconds(name: str, percent: float = 100.0, measured: int = 3_000) -> float:
-    """Seconds to evaluate validation + test (15K examples) as training does, scaled from
-    `measured` examples."""
-    model, mask, _ = masked_model(name, percent)
+def step_measurements(name: str, percent: float, repeat: int) -> tuple[float, dict[str, Callable[[], float]], str]:
+    """Seconds-per-call measurements of our step, the obvious step (LeNet) and the evaluation
+    of validation + test as training runs it (scaled from 3000 examples), at `percent`."""
+    images, labels = torch.randn(BATCH, *SHAPES[name]), torch.randint(0, 10, (BATCH,))
+    model, mask, actual = masked_model(name, percent)
+    ours = train.make_step(model, mask, 1e-3)
+    measured = 3_000
     split = train.Split(torch.randn(measured, *SHAPES[name]), torch.randint(0, 10, (measured,)))
-    evaluate = train.evaluators(train.make_step(model, mask, 1e-3), model, {"validation": split, "test": split})
-    model.eval()
-    return timed(evaluate["test"], 1) * EVAL_EXAMPLES / measured
+    evaluate = train.evaluators(ours, model, {"validation": split, "test": split})["test"]
+    measurements = {"step": lambda: timed(lambda: ours(images, labels), repeat),
+                    "eval": lambda: timed(evaluate, 1) * EVAL_EXAMPLES / measured}
+    if name == "lenet_300_100":
+        obvious = obvious_step(*masked_model(name, percent)[:2])
+        measurements["obvious_step"] = lambda: timed(lambda: obvious(images, labels), repeat)
+    return actual, measurements, "+".join(ours.sparse_layers) or "-"
 
 
-def lenet_round(iterations: int = 5_000, percent: float = 100.0) -> float:
-    """Seconds of a measured slice of a LeNet round (train.train, evaluation every 100),
-    on random MNIST-shaped data of the paper's split sizes: the fastest of three runs."""
+def lenet_round(percent: float, iterations: int) -> Callable[[], float]:
+    """A measurement: seconds of a slice of a LeNet round (train.train, evaluation every 100)
+    on random MNIST-shaped data of the paper's split sizes."""
     g = torch.Generator().manual_seed(0)
     splits = {name: train.Split(torch.randn(n, 1, 28, 28, generator=g), torch.randint(0, 10, (n,), generator=g))
               for name, n in (("train", 55_000), ("validation", 5_000), ("test", 10_000))}
     params = train.TrainParams(lr=1.2e-3, batch_size=BATCH, iterations=iterations, eval_every=100)
-    best = math.inf
-    for _ in range(3):  # the fastest of three, as for the steps
+
+    def measure() -> float:
         model, mask, _ = masked_model("lenet_300_100", percent)
         start = time.perf_counter()
         train.train(model, mask, splits, params, seed=0, progress=False)
-        best = min(best, time.perf_counter() - start)
-    return best
+        return time.perf_counter() - start
+    return measure
 
 
 def compile_times(repeat: int) -> dict:
@@ -263,6 +255,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=100)
     parser.add_argument("--passes", type=int, default=3, help="passes over the LeNet configurations (fastest kept)")
+    parser.add_argument("--slice", type=int, default=5_000, help="iterations of the measured slice of a LeNet round")
     parser.add_argument("--models", nargs="+", default=["lenet_300_100", "conv2"], choices=list(SHAPES))
     parser.add_argument("--out", default="benchmarks/results/bench", help="output prefix (.json and .csv)")
     parser.add_argument("--skip-pipeline", action="store_true", help="skip (e): stage and no-op pipeline times")
@@ -271,62 +264,75 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
 
-    rate = gemm_rate()
-    # the issue's floor (nine products) and the products the step computes (eight)
+    lenet = "lenet_300_100" in args.models
+    slice_its, its = args.slice, PAPER_ITERATIONS["lenet_300_100"]
+    # floors: the issue's nine products a step and the eight the step computes
     flops = {n: lenet_matmul_floor(1, first_input_grad=n == 9)[1] for n in (9, 8)}
-    floors = {n: (lambda n=n: lenet_matmul_floor(args.repeat * 5, first_input_grad=n == 9)[0]) for n in (9, 8)}
-    lenet_rows, floor_s = step_times("lenet_300_100", args.repeat, PERCENTS, args.passes, floors) \
-        if "lenet_300_100" in args.models else ([], {n: f() for n, f in floors.items()})
-    results = {"threads": args.threads, "torch": torch.__version__, "gemm_gflops": rate / 1e9,
-               **{f"lenet_matmul_floor_{n}_ms": floor_s[n] * 1e3 for n in floors},
-               **{f"lenet_step_flops_{n}": flops[n] for n in floors}}
+    measurements = {"gemm": gemm_seconds(),
+                    **{f"floor{n}": (lambda n=n: lenet_matmul_floor(args.repeat * 5, first_input_grad=n == 9)[0])
+                       for n in (9, 8)}}
+    configs = {}
+    for name in args.models:
+        percents = PERCENTS if name == "lenet_300_100" else (100.0, 21.1, 3.6)
+        for percent in percents:
+            actual, config, sparse = step_measurements(
+                name, percent, args.repeat if name == "lenet_300_100" else max(3, args.repeat // 50))
+            if name != "lenet_300_100" and percent != 100.0:
+                del config["eval"]  # Conv-2 evaluates at the same cost at every percent
+            configs[name, actual] = sparse
+            measurements.update({(name, actual, k): f for k, f in config.items()})
+    if lenet:
+        measurements.update({("round", percent): lenet_round(percent, slice_its) for percent in ROUND_PERCENTS})
+    # conv models' measurements take a minute each: one pass
+    conv = {k for k in measurements if isinstance(k, tuple) and k[0] in SHAPES and k[0] != "lenet_300_100"}
+    best = fastest({k: f for k, f in measurements.items() if k not in conv}, args.passes)
+    best.update(fastest({k: f for k, f in measurements.items() if k in conv}, 1))
+
+    rate = 2 * 1024**3 / best["gemm"]
+    floor_s = {n: best[f"floor{n}"] for n in (9, 8)}
+    results = {"threads": args.threads, "torch": torch.__version__, "passes": args.passes, "gemm_gflops": rate / 1e9,
+               **{f"lenet_matmul_floor_{n}_ms": floor_s[n] * 1e3 for n in floor_s},
+               **{f"lenet_step_flops_{n}": flops[n] for n in floor_s}}
     print(f"(a) float32 GEMM 1024^3: {rate / 1e9:.1f} GFLOP/s on {args.threads} threads")
-    for n in floors:
+    for n in floor_s:
         print(f"    LeNet-300-100 step at batch 60, {n} GEMMs alone{' (what the step needs)' if n == 8 else ''}: "
               f"{floor_s[n] * 1e3:.3f} ms ({flops[n] / 1e6:.1f} MFLOP, {flops[n] / floor_s[n] / 1e9:.1f} GFLOP/s)")
 
     rows = []
     print(f"\n(b) {'model':<14}{'remaining':>10}{'step ms':>9}{'x floor9':>9}{'x floor8':>9}{'eval ms':>9}"
           f"{'obvious ms':>12}{'x floor9':>9}{'  CSR layers'}")
-    for name in args.models:
-        if name == "lenet_300_100":
-            model_rows = lenet_rows
-        else:
-            model_rows, _ = step_times(name, max(3, args.repeat // 50), (100.0, 21.1, 3.6), 1, {})
-        for row in model_rows:
-            step_flops = 3 * BATCH * forward_flops(name)
-            lenet = name == "lenet_300_100"
-            row["step_flops"] = step_flops
-            row["x_floor9"] = row["step_ms"] / (floor_s[9] * 1e3) if lenet else math.nan
-            row["x_floor8"] = row["step_ms"] / (floor_s[8] * 1e3) if lenet else math.nan
-            row["x_gemm_rate"] = row["step_ms"] / 1e3 / (step_flops / rate)
-            row["obvious_x_floor9"] = row.get("obvious_step_ms", math.nan) / (floor_s[9] * 1e3)
-            # evaluation at every percent for LeNet (it gets cheaper with CSR layers); Conv-2 once
-            if lenet or row["percent_remaining"] == 100.0:
-                row["eval_ms"] = 1e3 * eval_seconds(name, row["percent_remaining"])
-            rows.append(row)
-            print(f"    {name:<14}{row['percent_remaining']:>9.1f}%{row['step_ms']:>9.3f}{row['x_floor9']:>9.2f}"
-                  f"{row['x_floor8']:>9.2f}{row.get('eval_ms', math.nan):>9.1f}"
-                  f"{row.get('obvious_step_ms', math.nan):>12.3f}{row['obvious_x_floor9']:>9.2f}  "
-                  f"{row['sparse_layers']}")
+    for (name, actual), sparse in configs.items():
+        ms = {k: 1e3 * best[name, actual, k] for k in ("step", "eval", "obvious_step") if (name, actual, k) in best}
+        step_flops = 3 * BATCH * forward_flops(name)
+        on_floor = name == "lenet_300_100"
+        row = {"model": name, "percent_remaining": round(actual, 2), "step_ms": ms["step"],
+               "eval_ms": ms.get("eval", math.nan), "obvious_step_ms": ms.get("obvious_step", math.nan),
+               "sparse_layers": sparse, "step_flops": step_flops,
+               "x_floor9": ms["step"] / (floor_s[9] * 1e3) if on_floor else math.nan,
+               "x_floor8": ms["step"] / (floor_s[8] * 1e3) if on_floor else math.nan,
+               "x_gemm_rate": ms["step"] / 1e3 / (step_flops / rate),
+               "obvious_x_floor9": ms.get("obvious_step", math.nan) / (floor_s[9] * 1e3)}
+        rows.append(row)
+        print(f"    {name:<14}{row['percent_remaining']:>9.1f}%{row['step_ms']:>9.3f}{row['x_floor9']:>9.2f}"
+              f"{row['x_floor8']:>9.2f}{row['eval_ms']:>9.1f}{row['obvious_step_ms']:>12.3f}"
+              f"{row['obvious_x_floor9']:>9.2f}  {sparse}")
     results["steps"] = rows
     print("    (c) eval ms: validation + test (15K examples), as training evaluates")
 
-    if "lenet_300_100" in args.models:
-        slice_its, its = 5_000, PAPER_ITERATIONS["lenet_300_100"]
+    if lenet:
         eval_flops = its // 100 * EVAL_EXAMPLES * forward_flops("lenet_300_100")
-        bounds = {n: (its * flops[n] + eval_flops) / rate for n in floors}
+        bounds = {n: (its * flops[n] + eval_flops) / rate for n in floor_s}
         results["lenet_round"] = []
         print(f"\n(d) LeNet round (50K iterations, evaluation every 100), extrapolated from {slice_its}; "
               f"FLOP-bound of the dense round at the GEMM rate: {bounds[9]:.0f} s counting 9 products a step, "
               f"{bounds[8]:.0f} s counting 8")
-        for percent in (100.0, 3.6):
-            measured = lenet_round(slice_its, percent)
+        for percent in ROUND_PERCENTS:
+            measured = best["round", percent]
             round_s = measured * its / slice_its
             results["lenet_round"].append({
                 "percent_remaining": percent, "measured_iterations": slice_its, "measured_s": measured,
-                "extrapolated_50k_s": round_s, **{f"flop_bound_{n}_s": bounds[n] for n in floors},
-                **{f"x_bound_{n}": round_s / bounds[n] for n in floors}})
+                "extrapolated_50k_s": round_s, **{f"flop_bound_{n}_s": bounds[n] for n in floor_s},
+                **{f"x_bound_{n}": round_s / bounds[n] for n in floor_s}})
             print(f"    {percent:5.1f}% remaining: {round_s:.0f} s ({round_s / bounds[9]:.2f}x the 9-product bound, "
                   f"{round_s / bounds[8]:.2f}x the 8-product bound)")
 

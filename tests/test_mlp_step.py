@@ -139,3 +139,21 @@ def test_write_back_and_reload_round_trip_weights_and_biases():
     step.flat.zero_()
     step.reload()
     assert all(torch.equal(p, trained[n]) for n, p in model_after_write_back().items())
+
+
+def test_the_single_adam_call_is_torch_adam_bit_for_bit():
+    """The step calls Adam's functional fused kernel on one flat buffer: the same numbers as
+    torch.optim.Adam(fused=True) stepping that buffer."""
+    model, mask = masked_lenet(0.5)
+    step = mlp_step.MLPStep(model, mask, lr=1e-3)
+    initial, reference = step.flat.clone(), step.flat.clone()
+    optimizer = torch.optim.Adam([reference], lr=1e-3, fused=True)
+    g = torch.Generator().manual_seed(7)
+    for _ in range(3):
+        grad = torch.randn(step.flat.shape, generator=g)
+        step.flat.grad.copy_(grad)
+        reference.grad = grad.clone()
+        step.adam_step()
+        optimizer.step()
+    assert torch.equal(step.flat, reference) and not torch.equal(step.flat, initial)
+    assert torch.equal(step.state["exp_avg_sq"], optimizer.state[reference]["exp_avg_sq"])

@@ -1,0 +1,29 @@
+"""The benchmark script runs end to end and writes what the README says (a smoke test on a
+tiny slice: timings are never asserted, only that every number was measured)."""
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_benchmark_writes_its_tables(tmp_path):
+    out = tmp_path / "bench"
+    subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench.py"), "--models", "lenet_300_100",
+                    "--skip-pipeline", "--repeat", "2", "--passes", "1", "--slice", "200", "--out", str(out)],
+                   check=True, capture_output=True, text=True, cwd=tmp_path)
+    results = json.loads(out.with_suffix(".json").read_text())
+    assert results["lenet_step_flops_9"] == 95_832_000 and results["lenet_step_flops_8"] == 67_608_000
+    assert [r["percent_remaining"] for r in results["steps"]] == [100.0, 51.28, 21.07, 6.95, 3.58, 1.85]
+    assert [r["sparse_layers"] for r in results["steps"]][-3:] == ["fc1"] * 3
+    for row in results["steps"]:
+        for key in ("step_ms", "eval_ms", "obvious_step_ms", "x_floor9", "x_floor8"):
+            assert 0 < row[key] < math.inf, (row["percent_remaining"], key)
+    rounds = results["lenet_round"]
+    assert [r["percent_remaining"] for r in rounds] == [100.0, 3.6]
+    assert all(r["measured_iterations"] == 200 and 0 < r["x_bound_8"] < math.inf for r in rounds)
+    assert rounds[0]["flop_bound_8_s"] < rounds[0]["flop_bound_9_s"]
+    assert out.with_suffix(".csv").read_text().startswith("eval_ms,")
