@@ -160,7 +160,7 @@ def step_measurements(name: str, percent: float, repeat: int) -> tuple[float, di
     ours = train.make_step(model, mask, 1e-3)
     measured = 3_000
     split = train.Split(torch.randn(measured, *SHAPES[name]), torch.randint(0, 10, (measured,)))
-    evaluate = train.evaluators(ours, model, {"validation": split, "test": split})["test"]
+    evaluate = train.evaluators(ours, model.eval(), {"validation": split, "test": split})["test"]
     measurements = {"step": lambda: timed(lambda: ours(images, labels), repeat),
                     "eval": lambda: timed(evaluate, 1) * EVAL_EXAMPLES / measured}
     if name == "lenet_300_100":

@@ -137,3 +137,23 @@ def test_frozen_pruned_weights_stay_at_their_initial_values(tmp_path, prepared):
         assert not np.array_equal(trained[name][m], theta0[name][m])
     # the frozen weights change what the network computes
     assert (out / "curve.csv").read_text() != (zeroed / "curve.csv").read_text()
+
+
+@pytest.mark.parametrize("keep", [1.0, 0.05])
+def test_the_curve_follows_the_trained_network(prepared, keep):
+    """Training evaluates from the LeNet step's own tensors (the model's are stale until written
+    back): the last curve row is what evaluating the returned model gives, dense and CSR."""
+    theta0 = models.make_theta0("lenet_300_100", "mnist", seed=0)
+    rng = np.random.default_rng(4)
+    mask_np = {n: rng.random(w.shape) < keep for n, w in theta0.items() if masks.is_prunable(n)}
+    model = models.load_arrays_into(models.build("lenet_300_100", (1, 28, 28), 10), reset.ticket(theta0, mask_np))
+    mask = {n: torch.from_numpy(m).float() for n, m in mask_np.items()}
+    assert train.make_step(model, mask, 1e-3).sparse_layers == ([] if keep == 1.0 else ["fc1"])
+    splits = train.load_splits(prepared, torch.device("cpu"))
+    curve, _ = train.train(model, mask, splits, PARAMS, seed=0, progress=False)
+    model.eval()
+    for split in ("validation", "test"):
+        loss, accuracy = train.evaluate(model, splits[split])
+        assert curve[-1][f"{split}_loss"] == pytest.approx(loss, rel=1e-5)
+        assert curve[-1][f"{split}_accuracy"] == accuracy
+        assert curve[-1][f"{split}_loss"] != curve[0][f"{split}_loss"]  # it trained

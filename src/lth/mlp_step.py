@@ -11,9 +11,10 @@ torch.optim.adam.adam without the Optimizer.step wrapper (78 against 127 us a st
 
 Dense layers keep their weight transposed (in x out, contiguous): at batch 60 the
 weight-gradient product h^T g then writes its output in the order MKL writes fastest
-(fc1: 167 against 201 us on the benchmark's machine). The model's weight is written back
-before anyone reads it (evaluation, snapshots, checkpoints, the end of training). A layer
-whose mask keeps every weight skips the gradient masking.
+(fc1: 167 against 201 us on the benchmark's machine). The model's weights and biases are
+therefore stale during training: train() writes them back before snapshots, checkpoints
+and at the end, and evaluates from the step's own tensors (below). A layer whose mask
+keeps every weight skips the gradient masking.
 
 Sparse layers: at high sparsity most of a dense product multiplies zeros. A layer whose
 density is at most SPARSE_DENSITY and which has at least SPARSE_MIN_WEIGHTS weights
@@ -167,7 +168,7 @@ class MLPStep:
         self.layers = [Layer(model.fc1, mask["fc1.weight"]), Layer(model.fc2, mask["fc2.weight"]),
                        Layer(model.output, mask["output.weight"])]
         size = sum(p.numel() for layer in self.layers for p in layer.params)
-        self.flat = torch.empty(size, device=model.fc1.weight.device)
+        self.flat = torch.empty(size, dtype=model.fc1.weight.dtype, device=model.fc1.weight.device)
         self.flat.grad = torch.zeros_like(self.flat)
         offset = 0
         for layer in self.layers:
