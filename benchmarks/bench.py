@@ -76,9 +76,9 @@ def gemm_seconds(n: int = 1024) -> Callable[[], float]:
     return lambda: timed(lambda: a @ b, 10)
 
 
-def lenet_matmul_floor(repeat: int, first_input_grad: bool) -> tuple[float, float]:
-    """Seconds and FLOPs of the GEMMs of one LeNet-300-100 step at batch 60: nine, or eight
-    without the first layer's input gradient."""
+def lenet_matmul_floor(repeat: int, first_input_grad: bool) -> tuple[Callable[[], float], float]:
+    """A measurement (seconds) and the FLOPs of the GEMMs of one LeNet-300-100 step at batch
+    60: nine, or eight without the first layer's input gradient."""
     sizes = [(784, 300), (300, 100), (100, 10)]
     x = [torch.randn(BATCH, i) for i, _ in sizes]
     w = [torch.randn(o, i) for i, o in sizes]
@@ -91,7 +91,7 @@ def lenet_matmul_floor(repeat: int, first_input_grad: bool) -> tuple[float, floa
             if k or first_input_grad:
                 gi @ wi        # input gradient
     flops = sum((3 if k or first_input_grad else 2) * 2 * BATCH * i * o for k, (i, o) in enumerate(sizes))
-    return timed(step, repeat), flops
+    return lambda: timed(step, repeat), flops
 
 
 def forward_flops(name: str) -> float:
@@ -267,10 +267,9 @@ def main() -> None:
     lenet = "lenet_300_100" in args.models
     slice_its, its = args.slice, PAPER_ITERATIONS["lenet_300_100"]
     # floors: the issue's nine products a step and the eight the step computes
-    flops = {n: lenet_matmul_floor(1, first_input_grad=n == 9)[1] for n in (9, 8)}
-    measurements = {"gemm": gemm_seconds(),
-                    **{f"floor{n}": (lambda n=n: lenet_matmul_floor(args.repeat * 5, first_input_grad=n == 9)[0])
-                       for n in (9, 8)}}
+    floors = {n: lenet_matmul_floor(args.repeat * 5, first_input_grad=n == 9) for n in (9, 8)}
+    flops = {n: floor_flops for n, (_, floor_flops) in floors.items()}
+    measurements = {"gemm": gemm_seconds(), **{f"floor{n}": measure for n, (measure, _) in floors.items()}}
     configs = {}
     for name in args.models:
         percents = PERCENTS if name == "lenet_300_100" else (100.0, 21.1, 3.6)
