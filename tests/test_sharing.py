@@ -4,6 +4,7 @@ Real `dvc repro` and `snakemake --cache` in separate workspaces ("colleagues") o
 """
 
 import os
+import re
 import stat
 import subprocess
 import time
@@ -12,6 +13,10 @@ import pytest
 from conftest import TINY, Pipeline, digests, run
 
 pytestmark = pytest.mark.pipeline
+
+# How DVC 3 fails one of two runs that save the same stage's run-cache entry at once: the
+# entry's temporary file was deleted under it.
+RUN_CACHE_RACE = re.compile(r"No such file or directory: \S*shared-cache/runs/\S+\.tmp")
 
 
 def share(pipe: Pipeline, cache) -> None:
@@ -46,9 +51,19 @@ def test_two_colleagues_writing_to_one_cache_at_once_corrupt_nothing(tmp_path, m
     pipes = [Pipeline("dvc", tmp_path / name, TINY, mnist_dir) for name in ("a", "b", "c")]
     for pipe in pipes:
         share(pipe, cache)
-    procs = [subprocess.Popen(["dvc", "repro"], cwd=p.path, env=p.env, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL) for p in pipes[:2]]
-    assert [proc.wait(timeout=900) for proc in procs] == [0, 0]
+    logs = [tmp_path / f"{pipe.path.name}.log" for pipe in pipes[:2]]
+    procs = []
+    for pipe, log in zip(pipes, logs):
+        with log.open("w") as out:
+            procs.append(subprocess.Popen(["dvc", "repro"], cwd=pipe.path, env=pipe.env, stdout=out,
+                                          stderr=subprocess.STDOUT))
+    for pipe, proc, log in zip(pipes, procs, logs):
+        if proc.wait(timeout=900) != 0:
+            # DVC's run-cache race (README, Sharing): the other run's lookup took this run's
+            # half-written entry for a corrupted one and deleted it. Nothing else may fail, and a
+            # rerun must finish the workspace.
+            assert RUN_CACHE_RACE.search(log.read_text()), log.read_text()[-4000:]
+            run(["dvc", "repro"], pipe.path, pipe.env)
     assert digests(pipes[0].path) == digests(pipes[1].path)
     out = run(["dvc", "repro"], pipes[2].path, pipes[2].env).stdout  # a third restores everything
     assert "Running stage" not in out
