@@ -141,3 +141,19 @@ def test_the_csr_path_resumes_bit_identical(tmp_path, prepared, capsys):
     assert json.dumps(resumed_curve) == json.dumps(first_curve)
     a, b = models.state_arrays(first), models.state_arrays(resumed)
     assert all(np.array_equal(a[n], b[n]) for n in a)
+
+
+def test_a_checkpoint_missing_a_part_is_ignored_before_anything_is_restored(tmp_path, prepared, capsys):
+    """Right fingerprint, a part missing (an older format, say): training starts over, and the
+    result is the uninterrupted one, so nothing was half-restored first."""
+    path = tmp_path / "checkpoint.safetensors"
+    first, first_curve, _ = leave_checkpoint(path, prepared, "f")
+    arrays = train.load_arrays(path, made_by="train")
+    del arrays["window/sums"]
+    save_arrays(path, arrays)
+    capsys.readouterr()
+    again, again_curve, _ = leave_checkpoint(path, prepared, "f")
+    assert "ignoring checkpoint" in (out := capsys.readouterr().out) and "window/sums" in out and "resumed" not in out
+    assert json.dumps(again_curve) == json.dumps(first_curve)
+    a, b = models.state_arrays(first), models.state_arrays(again)
+    assert all(np.array_equal(a[n], b[n]) for n in a)

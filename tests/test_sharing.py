@@ -53,11 +53,11 @@ def test_two_colleagues_writing_to_one_cache_at_once_corrupt_nothing(tmp_path, m
         share(pipe, cache)
     logs = [tmp_path / f"{pipe.path.name}.log" for pipe in pipes[:2]]
     procs = []
-    for pipe, log in zip(pipes, logs):
+    for pipe, log in zip(pipes[:2], logs, strict=True):
         with log.open("w") as out:
             procs.append(subprocess.Popen(["dvc", "repro"], cwd=pipe.path, env=pipe.env, stdout=out,
                                           stderr=subprocess.STDOUT))
-    for pipe, proc, log in zip(pipes, procs, logs):
+    for pipe, proc, log in zip(pipes[:2], procs, logs, strict=True):
         if proc.wait(timeout=900) != 0:
             # DVC's run-cache race (README, Sharing): the other run's lookup took this run's
             # half-written entry for a corrupted one and deleted it. Nothing else may fail, and a

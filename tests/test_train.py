@@ -1,4 +1,5 @@
 import hashlib
+import json
 import math
 
 import numpy as np
@@ -157,3 +158,45 @@ def test_the_curve_follows_the_trained_network(prepared, keep):
         assert curve[-1][f"{split}_loss"] == pytest.approx(loss, rel=1e-5)
         assert curve[-1][f"{split}_accuracy"] == accuracy
         assert curve[-1][f"{split}_loss"] != curve[0][f"{split}_loss"]  # it trained
+
+
+def test_the_window_reports_the_mean_loss_and_accuracy_of_its_minibatches():
+    """Training loss and accuracy are reduced once per window (and per fold of a full window):
+    the result is the mean over every minibatch since the last evaluation."""
+    g = torch.Generator().manual_seed(0)
+    batches = [(torch.randn(6, 10, generator=g), torch.randint(0, 10, (6,), generator=g)) for _ in range(7)]
+    window = train.Window(capacity=3, batch=6, device=torch.device("cpu"))
+    assert all(math.isnan(v) for v in window.take())  # before any iteration
+    for logits, labels in batches[:5]:
+        window.labels_slot().copy_(labels)
+        window.add(logits)
+    assert window.filled == 2 and window.seen == 18  # one full window folded
+    loss, accuracy = window.take()
+    logits, labels = torch.cat([b[0] for b in batches[:5]]), torch.cat([b[1] for b in batches[:5]])
+    assert loss == pytest.approx(torch.nn.functional.cross_entropy(logits, labels).item(), rel=1e-6)
+    assert accuracy == (logits.argmax(1) == labels).sum().item() / 30
+    for logits, labels in batches[5:]:  # the next evaluation sees only what came after
+        window.labels_slot().copy_(labels)
+        window.add(logits)
+    assert window.take()[1] == (torch.cat([b[0] for b in batches[5:]]).argmax(1)
+                                == torch.cat([b[1] for b in batches[5:]])).sum().item() / 12
+
+
+def test_a_checkpoint_in_the_middle_of_a_window_resumes_bit_identical(tmp_path, prepared, monkeypatch):
+    """A checkpoint between evaluations carries the window's logits, labels and folded sums."""
+    monkeypatch.setattr(train, "WINDOW_CAPACITY", 7)
+    theta0 = models.make_theta0("lenet_300_100", "mnist", seed=0)
+    splits = train.load_splits(prepared, torch.device("cpu"))
+    params = TrainParams(1.2e-3, 20, 300, 50)
+    results = []
+    for _ in range(2):  # the first leaves iteration 280's checkpoint (2 of 7 filled, 3 windows folded)
+        model = models.load_arrays_into(models.build("lenet_300_100", (1, 28, 28), 10), theta0)
+        mask = {n: torch.ones(w.shape) for n, w in theta0.items() if masks.is_prunable(n)}
+        checkpoint = train.Checkpoint(tmp_path / "checkpoint.safetensors", 70, "f")
+        results.append((train.train(model, mask, splits, params, seed=3, progress=False, checkpoint=checkpoint)[0],
+                        models.state_arrays(model)))
+    (first, first_weights), (resumed, resumed_weights) = results
+    assert train.load_arrays(checkpoint.path, made_by="train")["window/logits"].shape == (2, 20, 10)
+    assert json.dumps(resumed) == json.dumps(first)  # train_loss and train_accuracy included
+    assert first[-1]["train_loss"] != first[-2]["train_loss"]
+    assert all(np.array_equal(first_weights[n], resumed_weights[n]) for n in first_weights)

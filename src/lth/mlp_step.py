@@ -39,7 +39,6 @@ from __future__ import annotations
 import warnings
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.optim.adam import adam
 
@@ -162,7 +161,9 @@ class Layer:
 
 
 class MLPStep:
-    """step(images, labels) -> (loss, logits) for a model `supports` accepts."""
+    """step(images, labels) -> logits (before the step) for a model `supports` accepts. The loss
+    itself is not computed: its gradient needs only the softmax, and training reports the
+    loss once per evaluation from the logits (train.Window)."""
 
     def __init__(self, model: nn.Module, mask: dict[str, torch.Tensor], lr: float):
         self.layers = [Layer(model.fc1, mask["fc1.weight"]), Layer(model.fc2, mask["fc2.weight"]),
@@ -186,12 +187,11 @@ class MLPStep:
         return [name for name, layer in zip(("fc1", "fc2", "output"), self.layers, strict=True) if layer.sparse]
 
     @torch.no_grad()
-    def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         inputs = [images.flatten(1)]
         for layer in self.layers[:-1]:
             inputs.append(layer.forward(inputs[-1]).relu_())
         logits = self.layers[-1].forward(inputs[-1])
-        loss = F.cross_entropy(logits, labels)
         # d loss / d logits of the mean cross-entropy: (softmax - onehot) / batch
         g = torch.softmax(logits, 1)
         if self.minus_ones is None or len(self.minus_ones) != len(labels):
@@ -202,7 +202,7 @@ class MLPStep:
             if i > 0:
                 g = torch.ops.aten.threshold_backward(g, inputs[i], 0.0)  # through the ReLU, one kernel
         self.adam_step()
-        return loss, logits
+        return logits
 
     def adam_step(self) -> None:
         group, state = self.optimizer.param_groups[0], self.state

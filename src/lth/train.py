@@ -106,6 +106,62 @@ class BatchOrder:
         self.generator.set_state(torch.from_numpy(state["generator"].copy()))
 
 
+WINDOW_CAPACITY = 1_000  # iterations: 2.4 MB of LeNet logits at batch 60
+
+
+class Window:
+    """The minibatches since the last evaluation, for the curve's training loss and accuracy.
+    Each iteration gathers its labels into, and copies its logits to, the next slot; the loss
+    and accuracy are reduced over whole windows of up to `capacity` iterations, instead of
+    five small operations an iteration. Its state is part of a training checkpoint."""
+
+    def __init__(self, capacity: int, batch: int, device: torch.device):
+        self.labels = torch.zeros(capacity, batch, dtype=torch.long, device=device)
+        self.logits: torch.Tensor | None = None  # capacity x batch x classes, at the first add
+        self.filled, self.loss_sum, self.correct, self.seen = 0, 0.0, 0, 0
+
+    def labels_slot(self) -> torch.Tensor:
+        return self.labels[self.filled]
+
+    def add(self, logits: torch.Tensor) -> None:
+        if self.logits is None:
+            self.logits = logits.new_zeros((len(self.labels), *logits.shape))
+        self.logits[self.filled].copy_(logits)
+        self.filled += 1
+        if self.filled == len(self.logits):
+            self.fold()
+
+    def fold(self) -> None:
+        if not self.filled:
+            return
+        logits = self.logits[:self.filled].flatten(0, 1)
+        labels = self.labels[:self.filled].flatten()
+        self.loss_sum += F.cross_entropy(logits, labels, reduction="sum").item()
+        self.correct += int((logits.argmax(1) == labels).sum().item())
+        self.seen += len(labels)
+        self.filled = 0
+
+    def take(self) -> tuple[float, float]:
+        """Mean loss and accuracy since the last take (NaN before any iteration); starts over."""
+        self.fold()
+        seen, loss_sum, correct = self.seen, self.loss_sum, self.correct
+        self.loss_sum, self.correct, self.seen = 0.0, 0, 0
+        return (loss_sum / seen, correct / seen) if seen else (math.nan, math.nan)
+
+    def state(self) -> dict[str, np.ndarray]:
+        return {"logits": self.logits[:self.filled].cpu().numpy(), "labels": self.labels[:self.filled].cpu().numpy(),
+                "sums": np.array([self.loss_sum, self.correct, self.seen], dtype=np.float64)}
+
+    def load(self, state: dict[str, np.ndarray]) -> None:
+        self.filled = len(state["logits"])
+        if self.logits is None:
+            self.logits = torch.zeros((len(self.labels), *state["logits"].shape[1:]), device=self.labels.device)
+        self.logits[:self.filled].copy_(torch.from_numpy(state["logits"].copy()))
+        self.labels[:self.filled].copy_(torch.from_numpy(state["labels"].copy()))
+        loss_sum, correct, seen = state["sums"].tolist()
+        self.loss_sum, self.correct, self.seen = loss_sum, int(correct), int(seen)
+
+
 def make_optimizer(model: torch.nn.Module, lr: float) -> torch.optim.Optimizer:
     # the fused kernel: one pass over each tensor (benchmarks/bench.py: 2.5x the foreach step on a CPU)
     return torch.optim.Adam(model.parameters(), lr=lr, fused=True)
@@ -113,8 +169,8 @@ def make_optimizer(model: torch.nn.Module, lr: float) -> torch.optim.Optimizer:
 
 def step(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
          masked: list[tuple[torch.Tensor, torch.Tensor]], images: torch.Tensor,
-         labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """One Adam step in which pruned weights get zero gradient; returns (loss, logits)."""
+         labels: torch.Tensor) -> torch.Tensor:
+    """One Adam step in which pruned weights get zero gradient; returns the logits."""
     logits = model(images)
     loss = F.cross_entropy(logits, labels)
     optimizer.zero_grad(set_to_none=False)
@@ -122,7 +178,7 @@ def step(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
     for p, m in masked:
         p.grad.mul_(m)
     optimizer.step()
-    return loss.detach(), logits.detach()
+    return logits.detach()
 
 
 class AutogradStep:
@@ -135,7 +191,7 @@ class AutogradStep:
         self.model, self.masked = model, [(params[n], m) for n, m in mask.items()]
         self.optimizer = make_optimizer(model, lr)
 
-    def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return step(self.model, self.optimizer, self.masked, images, labels)
 
     def write_back(self) -> None:
@@ -191,10 +247,7 @@ def train(model: torch.nn.Module, mask: dict[str, torch.Tensor], splits: dict[st
     train_step = make_step(model, mask, params.lr)
     order = BatchOrder(len(splits["train"].labels), params.batch_size, seed)
     train_split = splits["train"]
-    running = {"loss": torch.zeros((), device=device, dtype=torch.float32),
-               "correct": torch.zeros((), device=device, dtype=torch.long)}
-    seen = 0
-
+    window = Window(min(params.eval_every, params.iterations, WINDOW_CAPACITY), params.batch_size, device)
     evaluate_on = evaluators(train_step, model, splits)
 
     def record(iteration: int) -> dict:
@@ -202,15 +255,14 @@ def train(model: torch.nn.Module, mask: dict[str, torch.Tensor], splits: dict[st
         val_loss, val_acc = evaluate_on["validation"]()
         test_loss, test_acc = evaluate_on["test"]()
         model.train()
-        train_loss = running["loss"].item() / seen if seen else math.nan
-        train_acc = running["correct"].item() / seen if seen else math.nan
+        train_loss, train_acc = window.take()
         return {"iteration": iteration, "train_loss": train_loss, "train_accuracy": train_acc,
                 "validation_loss": val_loss, "validation_accuracy": val_acc,
                 "test_loss": test_loss, "test_accuracy": test_acc}
 
-    resumed = load_checkpoint(checkpoint, model, train_step, order, running) if checkpoint else None
+    resumed = load_checkpoint(checkpoint, model, train_step, order, window) if checkpoint else None
     if resumed:
-        start, curve, snapshot, seen = resumed
+        start, curve, snapshot = resumed
     else:
         start, curve = 1, [record(0)]
         snapshot = models.state_arrays(model) if snapshot_at == 0 else None
@@ -219,22 +271,17 @@ def train(model: torch.nn.Module, mask: dict[str, torch.Tensor], splits: dict[st
     bar.update(start - 1)
     for iteration in range(start, params.iterations + 1):
         idx = order.next().to(device, non_blocking=True)
-        images, labels = train_split.images.index_select(0, idx), train_split.labels.index_select(0, idx)
-        loss, logits = train_step(images, labels)
-        running["loss"].add_(loss, alpha=len(labels))
-        running["correct"].add_((logits.argmax(1) == labels).sum())
-        seen += len(labels)
+        labels = torch.index_select(train_split.labels, 0, idx, out=window.labels_slot())
+        window.add(train_step(train_split.images.index_select(0, idx), labels))
         if iteration == snapshot_at:
             train_step.write_back()
             snapshot = models.state_arrays(model)
         if iteration % params.eval_every == 0 or iteration == params.iterations:
             curve.append(record(iteration))
-            running["loss"].zero_(), running["correct"].zero_()
-            seen = 0
             bar.set_postfix(val_loss=f"{curve[-1]['validation_loss']:.4f}",
                             test_acc=f"{curve[-1]['test_accuracy']:.4f}", refresh=False)
         if checkpoint and iteration % checkpoint.every == 0 and iteration < params.iterations:
-            save_checkpoint(checkpoint, iteration, model, train_step, order, running, seen, curve, snapshot)
+            save_checkpoint(checkpoint, iteration, model, train_step, order, window, curve, snapshot)
         bar.update()
     bar.close()
     train_step.write_back()
@@ -242,7 +289,7 @@ def train(model: torch.nn.Module, mask: dict[str, torch.Tensor], splits: dict[st
 
 
 def save_checkpoint(checkpoint: Checkpoint, iteration: int, model: torch.nn.Module, train_step,
-                    order: BatchOrder, running: dict, seen: int, curve: list[dict], snapshot: dict | None) -> None:
+                    order: BatchOrder, window: Window, curve: list[dict], snapshot: dict | None) -> None:
     """Everything the rest of the training depends on, in one safetensors file (atomic)."""
     train_step.write_back()
     arrays = {f"model/{n}": a for n, a in models.state_arrays(model).items()}
@@ -250,17 +297,17 @@ def save_checkpoint(checkpoint: Checkpoint, iteration: int, model: torch.nn.Modu
         for key, value in train_step.optimizer.state[p].items():
             arrays[f"optimizer/{i}/{key}"] = value.detach().cpu().numpy().reshape(-1 if value.ndim else 1)
     arrays.update({f"order/{k}": v for k, v in order.state().items()})
-    arrays.update({f"running/{k}": v.cpu().numpy().reshape(1) for k, v in running.items()})
+    arrays.update({f"window/{k}": v for k, v in window.state().items()})
     arrays["torch_rng"] = torch.get_rng_state().numpy()  # dropout
     if snapshot is not None:
         arrays.update({f"snapshot/{n}": a for n, a in snapshot.items()})
-    meta = {"fingerprint": checkpoint.fingerprint, "iteration": iteration, "seen": seen, "curve": curve}
+    meta = {"fingerprint": checkpoint.fingerprint, "iteration": iteration, "curve": curve}
     arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
     save_arrays(checkpoint.path, arrays)
 
 
 def load_checkpoint(checkpoint: Checkpoint, model: torch.nn.Module, train_step, order: BatchOrder,
-                    running: dict) -> tuple[int, list[dict], dict | None, int] | None:
+                    window: Window) -> tuple[int, list[dict], dict | None] | None:
     """Restore a checkpoint of this very training; None when there is none (or it is of
     other inputs, or unreadable: then training starts over, which is always correct)."""
     if not checkpoint.path.exists():
@@ -273,6 +320,15 @@ def load_checkpoint(checkpoint: Checkpoint, model: torch.nn.Module, train_step, 
         return None
     if meta["fingerprint"] != checkpoint.fingerprint:
         print(f"train: ignoring checkpoint {checkpoint.path}: it is of other inputs or params")
+        return None
+    # checked before anything is restored: a checkpoint missing a part must leave the start intact
+    n_params = len(train_step.optimizer.param_groups[0]["params"])
+    needed = {"torch_rng", *(f"model/{n}" for n in model.state_dict()), *(f"order/{k}" for k in order.state()),
+              *(f"window/{k}" for k in ("logits", "labels", "sums")),
+              *(f"optimizer/{i}/{k}" for i in range(n_params) for k in ("step", "exp_avg", "exp_avg_sq"))}
+    missing = needed - set(arrays)
+    if missing:
+        print(f"train: ignoring checkpoint {checkpoint.path}: it lacks {', '.join(sorted(missing)[:3])}")
         return None
     weights = {k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith("model/")}
     models.load_arrays_into(model, weights)
@@ -287,12 +343,11 @@ def load_checkpoint(checkpoint: Checkpoint, model: torch.nn.Module, train_step, 
             else:
                 current[k] = value
     order.load({k.split("/")[1]: v for k, v in arrays.items() if k.startswith("order/")})
-    for k in running:
-        running[k].fill_(torch.from_numpy(arrays[f"running/{k}"].copy())[0].item())
+    window.load({k.split("/")[1]: v for k, v in arrays.items() if k.startswith("window/")})
     torch.set_rng_state(torch.from_numpy(arrays["torch_rng"].copy()))
     snapshot = {k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith("snapshot/")} or None
     print(f"train: resumed from {checkpoint.path} at iteration {meta['iteration']}")
-    return meta["iteration"] + 1, meta["curve"], snapshot, meta["seen"]
+    return meta["iteration"] + 1, meta["curve"], snapshot
 
 
 def curve_csv(curve: list[dict], columns: tuple[str, ...] = CURVE_COLUMNS) -> str:
