@@ -105,6 +105,8 @@ class Layer:
             view.grad = flat.grad[offset:end].view(tensor.shape)
             setattr(self, name, view)
             offset = end
+        if not self.sparse:
+            self.weight = self.weight_t.t()  # out x in: the input gradient's operand, made once
         return offset
 
     def csr(self) -> torch.Tensor:
@@ -120,7 +122,7 @@ class Layer:
         """Features x examples in, outputs x examples out (evaluation)."""
         if self.sparse:
             return torch.sparse.mm(self.csr(), h).add_(self.bias[:, None])
-        return torch.addmm(self.bias[:, None], self.weight_t.t(), h)
+        return torch.addmm(self.bias[:, None], self.weight, h)
 
     def backward(self, g: torch.Tensor, h: torch.Tensor, need_input_grad: bool) -> torch.Tensor | None:
         """Fill the parameter gradients from the output gradient g; return the input gradient."""
@@ -135,7 +137,7 @@ class Layer:
         torch.mm(h.t(), g, out=self.weight_t.grad)
         if self.mask_t is not None:
             self.weight_t.grad.mul_(self.mask_t)
-        return g @ self.weight_t.t() if need_input_grad else None
+        return torch.mm(g, self.weight) if need_input_grad else None
 
     def weight_grad(self) -> torch.Tensor:
         """The last weight gradient in the model's layout (out x in, zeros at pruned weights)."""

@@ -118,18 +118,24 @@ class Window:
     def __init__(self, capacity: int, batch: int, device: torch.device):
         self.labels = torch.zeros(capacity, batch, dtype=torch.long, device=device)
         self.logits: torch.Tensor | None = None  # capacity x batch x classes, at the first add
+        # the slots as views made once (indexing a tensor every iteration is a dispatch each)
+        self.label_slots, self.logit_slots = self.labels.unbind(), ()
         self.filled, self.loss_sum, self.correct, self.seen = 0, 0.0, 0, 0
 
     def labels_slot(self) -> torch.Tensor:
-        return self.labels[self.filled]
+        return self.label_slots[self.filled]
 
     def add(self, logits: torch.Tensor) -> None:
         if self.logits is None:
-            self.logits = logits.new_zeros((len(self.labels), *logits.shape))
-        self.logits[self.filled].copy_(logits)
+            self.allocate(logits.shape[-1])
+        self.logit_slots[self.filled].copy_(logits)
         self.filled += 1
         if self.filled == len(self.logits):
             self.fold()
+
+    def allocate(self, classes: int) -> None:
+        self.logits = torch.zeros((*self.labels.shape, classes), device=self.labels.device)
+        self.logit_slots = self.logits.unbind()
 
     def fold(self) -> None:
         if not self.filled:
@@ -155,7 +161,7 @@ class Window:
     def load(self, state: dict[str, np.ndarray]) -> None:
         self.filled = len(state["logits"])
         if self.logits is None:
-            self.logits = torch.zeros((len(self.labels), *state["logits"].shape[1:]), device=self.labels.device)
+            self.allocate(state["logits"].shape[-1])
         self.logits[:self.filled].copy_(torch.from_numpy(state["logits"].copy()))
         self.labels[:self.filled].copy_(torch.from_numpy(state["labels"].copy()))
         loss_sum, correct, seen = state["sums"].tolist()
