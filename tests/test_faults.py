@@ -157,3 +157,25 @@ def test_a_checkpoint_missing_a_part_is_ignored_before_anything_is_restored(tmp_
     assert json.dumps(again_curve) == json.dumps(first_curve)
     a, b = models.state_arrays(first), models.state_arrays(again)
     assert all(np.array_equal(a[n], b[n]) for n in a)
+
+
+def test_the_autograd_path_resumes_bit_identical(tmp_path, prepared, capsys):
+    """Conv-2 with dropout (autograd, one Adam over many tensors, the dropout generator in the
+    checkpoint) resumes from a checkpoint mid-window to the uninterrupted result."""
+    theta0 = models.make_theta0("conv2", "mnist", seed=0)
+    mask_np = pruning.prune(theta0, masks.dense(theta0), {"conv": 0.1, "fc": 0.2, "output": 0.1}, steps=1)
+    splits = train.load_splits(prepared, torch.device("cpu"))
+    checkpoint = train.Checkpoint(tmp_path / "checkpoint.safetensors", 4, "conv")
+    results = []
+    for _ in range(2):  # the first leaves iteration 8's checkpoint; the second resumes from it
+        model = models.load_arrays_into(models.build("conv2", (1, 28, 28), 10, dropout=0.5),
+                                        reset.ticket(theta0, mask_np))
+        mask = {n: torch.from_numpy(m).float() for n, m in mask_np.items()}
+        torch.manual_seed(0)
+        curve, _ = train.train(model, mask, splits, TrainParams(1.2e-3, 20, 10, 5), seed=3, progress=False,
+                               checkpoint=checkpoint)
+        results.append((curve, models.state_arrays(model)))
+    assert f"resumed from {checkpoint.path} at iteration 8" in capsys.readouterr().out
+    (first, a), (resumed, b) = results
+    assert json.dumps(resumed) == json.dumps(first)
+    assert all(np.array_equal(a[n], b[n]) for n in a)

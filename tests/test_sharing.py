@@ -57,8 +57,9 @@ def test_two_colleagues_writing_to_one_cache_at_once_corrupt_nothing(tmp_path, m
         with log.open("w") as out:
             procs.append(subprocess.Popen(["dvc", "repro"], cwd=pipe.path, env=pipe.env, stdout=out,
                                           stderr=subprocess.STDOUT))
-    for pipe, proc, log in zip(pipes[:2], procs, logs, strict=True):
-        if proc.wait(timeout=900) != 0:
+    codes = [proc.wait(timeout=900) for proc in procs]  # both finished before any rerun
+    for pipe, code, log in zip(pipes[:2], codes, logs, strict=True):
+        if code != 0:
             # DVC's run-cache race (README, Sharing): the other run's lookup took this run's
             # half-written entry for a corrupted one and deleted it. Nothing else may fail, and a
             # rerun must finish the workspace.

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from lth import masks, models, pruning, reset, train
+from lth import LthError, masks, models, pruning, reset, train
 from lth.artifacts import save_arrays
 from lth.params import Experiment, ModelParams, PruneParams, ResetParams, RuntimeParams, TrainParams
 
@@ -182,21 +182,27 @@ def test_the_window_reports_the_mean_loss_and_accuracy_of_its_minibatches():
                                 == torch.cat([b[1] for b in batches[5:]])).sum().item() / 12
 
 
-def test_a_checkpoint_in_the_middle_of_a_window_resumes_bit_identical(tmp_path, prepared, monkeypatch):
+def test_a_checkpoint_in_the_middle_of_a_window_resumes_bit_identical(tmp_path, prepared, monkeypatch, capsys):
     """A checkpoint between evaluations carries the window's logits, labels and folded sums."""
     monkeypatch.setattr(train, "WINDOW_CAPACITY", 7)
     theta0 = models.make_theta0("lenet_300_100", "mnist", seed=0)
     splits = train.load_splits(prepared, torch.device("cpu"))
     params = TrainParams(1.2e-3, 20, 300, 50)
     results = []
-    for _ in range(2):  # the first leaves iteration 280's checkpoint (2 of 7 filled, 3 windows folded)
+    for _ in range(2):  # the first leaves iteration 280's checkpoint (4 windows of 7 folded, 2 filled)
         model = models.load_arrays_into(models.build("lenet_300_100", (1, 28, 28), 10), theta0)
         mask = {n: torch.ones(w.shape) for n, w in theta0.items() if masks.is_prunable(n)}
         checkpoint = train.Checkpoint(tmp_path / "checkpoint.safetensors", 70, "f")
         results.append((train.train(model, mask, splits, params, seed=3, progress=False, checkpoint=checkpoint)[0],
                         models.state_arrays(model)))
     (first, first_weights), (resumed, resumed_weights) = results
+    assert f"resumed from {checkpoint.path} at iteration 280" in capsys.readouterr().out
     assert train.load_arrays(checkpoint.path, made_by="train")["window/logits"].shape == (2, 20, 10)
     assert json.dumps(resumed) == json.dumps(first)  # train_loss and train_accuracy included
     assert first[-1]["train_loss"] != first[-2]["train_loss"]
     assert all(np.array_equal(first_weights[n], resumed_weights[n]) for n in first_weights)
+
+
+def test_a_batch_larger_than_the_training_split_is_refused():
+    with pytest.raises(LthError, match=r"train.batch_size = 60 .* \(50 examples\)"):
+        train.BatchOrder(50, 60, seed=0)

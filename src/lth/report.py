@@ -214,8 +214,8 @@ def run(p: Params, results: Path, out: Path) -> None:
     lines += ["## Deviations from the papers", "",
               "- Iterations per round as listed above where they differ from the paper's.",
               "- Input normalisation (unspecified in the paper): per-channel mean and std of the training split.",
-              "- The training accuracy in the curves is a running mean over the minibatches since the last "
-              "evaluation; the final training accuracy is a full pass.",
+              "- The training loss and accuracy in the curves are the mean over the minibatches since the last "
+              "evaluation (each scored before its update); the final training accuracy is a full pass.",
               "- Ties in magnitude are broken by position; each layer loses round(rate x remaining) weights.",
               "", "## Provenance", "",
               f"- this report: lth {__version__}, torch {package_version('torch')}, numpy "

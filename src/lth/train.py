@@ -87,6 +87,9 @@ class BatchOrder:
     Its state (permutation, position, generator) is part of a training checkpoint."""
 
     def __init__(self, n: int, batch: int, seed: int):
+        if batch > n:
+            raise LthError(f"train.batch_size = {batch} is larger than the training split ({n} examples); "
+                           f"use at most {n}")
         self.n, self.batch = n, batch
         self.generator = torch.Generator().manual_seed(seed)
         self.order, self.cursor = torch.randperm(n, generator=self.generator), 0
@@ -329,7 +332,7 @@ def load_checkpoint(checkpoint: Checkpoint, model: torch.nn.Module, train_step, 
         return None
     # checked before anything is restored: a checkpoint missing a part must leave the start intact
     n_params = len(train_step.optimizer.param_groups[0]["params"])
-    needed = {"torch_rng", *(f"model/{n}" for n in model.state_dict()), *(f"order/{k}" for k in order.state()),
+    needed = {"torch_rng", *(f"model/{n}" for n, _ in model.named_parameters()), *(f"order/{k}" for k in order.state()),
               *(f"window/{k}" for k in ("logits", "labels", "sums")),
               *(f"optimizer/{i}/{k}" for i in range(n_params) for k in ("step", "exp_avg", "exp_avg_sq"))}
     missing = needed - set(arrays)
