@@ -118,6 +118,8 @@ class Window:
     and accuracy are reduced over whole windows of up to `capacity` iterations, instead of
     five small operations an iteration. Its state is part of a training checkpoint."""
 
+    PARTS = ("logits", "labels", "sums")  # its state, as a checkpoint holds it
+
     def __init__(self, capacity: int, batch: int, device: torch.device):
         self.labels = torch.zeros(capacity, batch, dtype=torch.long, device=device)
         self.logits: torch.Tensor | None = None  # capacity x batch x classes, at the first add
@@ -315,6 +317,11 @@ def save_checkpoint(checkpoint: Checkpoint, iteration: int, model: torch.nn.Modu
     save_arrays(checkpoint.path, arrays)
 
 
+def part(arrays: dict[str, np.ndarray], prefix: str) -> dict[str, np.ndarray]:
+    """The arrays saved under `prefix/`, keyed by the rest of their name."""
+    return {k[len(prefix) + 1:]: v for k, v in arrays.items() if k.startswith(prefix + "/")}
+
+
 def load_checkpoint(checkpoint: Checkpoint, model: torch.nn.Module, train_step, order: BatchOrder,
                     window: Window) -> tuple[int, list[dict], dict | None] | None:
     """Restore a checkpoint of this very training; None when there is none (or it is of
@@ -331,19 +338,18 @@ def load_checkpoint(checkpoint: Checkpoint, model: torch.nn.Module, train_step, 
         print(f"train: ignoring checkpoint {checkpoint.path}: it is of other inputs or params")
         return None
     # checked before anything is restored: a checkpoint missing a part must leave the start intact
-    n_params = len(train_step.optimizer.param_groups[0]["params"])
+    params = train_step.optimizer.param_groups[0]["params"]
     needed = {"torch_rng", *(f"model/{n}" for n, _ in model.named_parameters()), *(f"order/{k}" for k in order.state()),
-              *(f"window/{k}" for k in ("logits", "labels", "sums")),
-              *(f"optimizer/{i}/{k}" for i in range(n_params) for k in ("step", "exp_avg", "exp_avg_sq"))}
+              *(f"window/{k}" for k in Window.PARTS),
+              *(f"optimizer/{i}/{k}" for i in range(len(params)) for k in ("step", "exp_avg", "exp_avg_sq"))}
     missing = needed - set(arrays)
     if missing:
         print(f"train: ignoring checkpoint {checkpoint.path}: it lacks {', '.join(sorted(missing)[:3])}")
         return None
-    weights = {k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith("model/")}
-    models.load_arrays_into(model, weights)
+    models.load_arrays_into(model, part(arrays, "model"))
     train_step.reload()
-    for i, p in enumerate(train_step.optimizer.param_groups[0]["params"]):
-        state = {k.split("/")[2]: v for k, v in arrays.items() if k.startswith(f"optimizer/{i}/")}
+    for i, p in enumerate(params):
+        state = part(arrays, f"optimizer/{i}")
         current = train_step.optimizer.state[p]  # restored in place: the LeNet step holds these tensors
         for k, v in state.items():
             value = torch.from_numpy(v.copy()).to(p.device).reshape(() if k == "step" else p.shape)
@@ -351,10 +357,10 @@ def load_checkpoint(checkpoint: Checkpoint, model: torch.nn.Module, train_step, 
                 current[k].copy_(value)
             else:
                 current[k] = value
-    order.load({k.split("/")[1]: v for k, v in arrays.items() if k.startswith("order/")})
-    window.load({k.split("/")[1]: v for k, v in arrays.items() if k.startswith("window/")})
+    order.load(part(arrays, "order"))
+    window.load(part(arrays, "window"))
     torch.set_rng_state(torch.from_numpy(arrays["torch_rng"].copy()))
-    snapshot = {k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith("snapshot/")} or None
+    snapshot = part(arrays, "snapshot") or None
     print(f"train: resumed from {checkpoint.path} at iteration {meta['iteration']}")
     return meta["iteration"] + 1, meta["curve"], snapshot
 
