@@ -26,5 +26,9 @@ def test_benchmark_writes_its_tables(tmp_path):
     assert [r["percent_remaining"] for r in rounds] == [100.0, 3.6]
     assert all(r["measured_iterations"] == 200 and 0 < r["x_bound_8"] < math.inf for r in rounds)
     assert all(0 < r["once_s"] < r["measured_s"] for r in rounds)  # set-up and iteration 0's evaluation
+    # one pass: the once-per-training part and the two 100-iteration segments make up the slice
+    assert all(r["segments"] == 2 and math.isclose(r["once_s"] + r["segments_fastest_s"], r["measured_s"])
+               for r in rounds)
+    assert all(math.isclose(r["extrapolated_50k_s"], r["whole_slice_extrapolated_50k_s"]) for r in rounds)
     assert rounds[0]["flop_bound_8_s"] < rounds[0]["flop_bound_9_s"]
     assert out.with_suffix(".csv").read_text().startswith("eval_ms,")

@@ -151,7 +151,9 @@ def test_the_curve_follows_the_trained_network(prepared, keep):
     mask = {n: torch.from_numpy(m).float() for n, m in mask_np.items()}
     assert train.make_step(model, mask, 1e-3).sparse_layers == ([] if keep == 1.0 else ["fc1"])
     splits = train.load_splits(prepared, torch.device("cpu"))
-    curve, _ = train.train(model, mask, splits, PARAMS, seed=0, progress=False)
+    recorded = []
+    curve, _ = train.train(model, mask, splits, PARAMS, seed=0, progress=False, on_record=recorded.append)
+    assert recorded == curve  # each row, as it is evaluated
     model.eval()
     for split in ("validation", "test"):
         loss, accuracy = train.evaluate(model, splits[split])

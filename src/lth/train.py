@@ -249,11 +249,14 @@ class Checkpoint:
 
 def train(model: torch.nn.Module, mask: dict[str, torch.Tensor], splits: dict[str, Split],
           params: TrainParams, seed: int, progress: bool | None = None,
-          snapshot_at: int | None = None, checkpoint: Checkpoint | None = None) -> tuple[list[dict], dict | None]:
+          snapshot_at: int | None = None, checkpoint: Checkpoint | None = None,
+          on_record: Callable[[dict], None] | None = None) -> tuple[list[dict], dict | None]:
     """Train in place for params.iterations; return the evaluation curve and the weights
     at iteration `snapshot_at` (the rewind point), if asked for. With `checkpoint`, save
     the whole state every `checkpoint.every` iterations and resume from a matching one:
-    the result is bit-identical to an uninterrupted run on the CPU."""
+    the result is bit-identical to an uninterrupted run on the CPU. `on_record` is called
+    with each row of the curve as it is evaluated (not with rows a resumed run restores),
+    for logging or timing."""
     device = splits["train"].images.device
     train_step = make_step(model, mask, params.lr)
     order = BatchOrder(len(splits["train"].labels), params.batch_size, seed)
@@ -267,9 +270,12 @@ def train(model: torch.nn.Module, mask: dict[str, torch.Tensor], splits: dict[st
         test_loss, test_acc = evaluate_on["test"]()
         model.train()
         train_loss, train_acc = window.take()
-        return {"iteration": iteration, "train_loss": train_loss, "train_accuracy": train_acc,
-                "validation_loss": val_loss, "validation_accuracy": val_acc,
-                "test_loss": test_loss, "test_accuracy": test_acc}
+        row = {"iteration": iteration, "train_loss": train_loss, "train_accuracy": train_acc,
+               "validation_loss": val_loss, "validation_accuracy": val_acc,
+               "test_loss": test_loss, "test_accuracy": test_acc}
+        if on_record:
+            on_record(row)
+        return row
 
     resumed = load_checkpoint(checkpoint, model, train_step, order, window) if checkpoint else None
     if resumed:
