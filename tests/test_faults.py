@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import BIN, TINY, Pipeline, digests, tool_env
+from conftest import BIN, TINY, Pipeline, digests, run, tool_env, write_params
 
 from lth import masks, models, pruning, reset, train
 from lth.artifacts import save_arrays
@@ -107,6 +107,50 @@ def test_a_params_edit_in_the_middle_of_a_snakemake_run_stops_it_cleanly(tmp_pat
     assert rerun and "train@tiny-s0-r00" not in rerun
     assert digests(pipe.path, ("runs/tiny/seed0/round00",)) == done  # finished work untouched
     assert (pipe.path / "results/report.md").exists()
+
+
+def wait_for(path, proc, seconds: float = 300) -> None:
+    deadline = time.monotonic() + seconds
+    while not path.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert path.exists(), f"{path} never appeared"
+
+
+def test_a_params_edit_while_a_stage_runs_fails_that_stage(tmp_path, tiny_params, prepared):
+    """`lth train` computed from the file it read: an edit before it ends must not pass for
+    the params of its results."""
+    ws, cmd = training(tmp_path, tiny_params, prepared, "edited")
+    proc = subprocess.Popen(cmd, cwd=ws, env=tool_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for(ws / "out" / "checkpoint.safetensors", proc)  # mid-run
+    tiny_params["figures"]["dpi"] = 61  # any edit
+    write_params(ws, tiny_params)
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 1
+    assert "lth train: error: params.yaml changed while `lth train` ran" in err
+
+
+@pytest.mark.pipeline
+def test_a_params_edit_in_the_middle_of_a_dvc_run_is_not_recorded_as_done(tmp_path, mnist_dir):
+    """DVC records the params in the file when a stage ends: the training running during an
+    edit of its learning rate fails instead of being locked as a result of the new one
+    (without the check, `dvc status` then calls the stale result up to date); a rerun redoes it."""
+    params = {**TINY, "runtime": {**TINY["runtime"], "checkpoint_every": 100}}
+    params["experiments"] = {"tiny": {**TINY["experiments"]["tiny"],
+                                      "train": {**TINY["experiments"]["tiny"]["train"], "iterations": 3000}}}
+    pipe = Pipeline("dvc", tmp_path / "ws", params, mnist_dir)
+    proc = subprocess.Popen(["dvc", "repro"], cwd=pipe.path, env=pipe.env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    wait_for(pipe.path / "runs/tiny/seed0/round00/checkpoint.safetensors", proc)  # train@tiny-s0-r00 runs
+    pipe.params["experiments"]["tiny"]["train"]["lr"] = 0.0015  # a value the running stage read
+    write_params(pipe.path, pipe.params)  # dvc.yaml names keys, not values: it stays as it is
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode != 0
+    assert "params.yaml changed while `lth train` ran" in out
+    status = run(["dvc", "status"], pipe.path, pipe.env).stdout
+    assert "train@tiny-s0-r00" in status  # not recorded as done with the new params
+    rerun = pipe.repro()
+    assert "train@tiny-s0-r00" in rerun and "init@tiny-s0" not in rerun  # finished stages stand
+    assert "Data and pipelines are up to date" in run(["dvc", "status"], pipe.path, pipe.env).stdout
 
 
 def lenet(ticket, mask_np):

@@ -123,3 +123,31 @@ def test_snakemake_output_cache_shares_trainings_between_workspaces(tmp_path, mn
         assert "train:" in (bob / f"logs/train/runs/tiny/seed0/round{k:02d}.log").read_text()
         # its new result is stored under a new key (the edited module is an input of the rule)
         assert os.readlink(bob / f"runs/tiny/seed0/round{k:02d}/trained.safetensors") != entries[k]
+
+
+def test_two_colleagues_filling_one_snakemake_cache_at_once_corrupt_nothing(tmp_path, mnist_dir):
+    """Two workspaces run `snakemake --cache` at the same moment against one cache, the same
+    jobs in the same order, so they store the same entries at about the same time. Snakemake
+    moves each output into a temporary directory inside the cache and renames it into place:
+    both runs finish, their results are identical, a third workspace restores every training
+    from the cache, and no temporary directory is left behind."""
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    pipes = [Pipeline("snakemake", tmp_path / name, TINY, mnist_dir) for name in ("a", "b", "c")]
+    for pipe in pipes:
+        pipe.env["SNAKEMAKE_OUTPUT_CACHE"] = str(cache)
+    cmd = ["snakemake", "--cores", "1", "--cache"]
+    logs = [tmp_path / f"{pipe.path.name}.log" for pipe in pipes[:2]]
+    procs = []
+    for pipe, log in zip(pipes[:2], logs, strict=True):
+        with log.open("w") as out:
+            procs.append(subprocess.Popen(cmd, cwd=pipe.path, env=pipe.env, stdout=out, stderr=subprocess.STDOUT))
+    codes = [proc.wait(timeout=900) for proc in procs]
+    assert codes == [0, 0], "\n".join(log.read_text()[-3000:] for log in logs)
+    assert digests(pipes[0].path) == digests(pipes[1].path)
+    out = run(cmd, pipes[2].path, pipes[2].env)
+    log = out.stdout + out.stderr
+    for k in range(3):
+        assert f"Symlinking output file runs/tiny/seed0/round{k:02d}/trained.safetensors from cache." in log
+    assert digests(pipes[2].path) == digests(pipes[0].path)
+    assert not [entry.name for entry in cache.iterdir() if entry.is_dir()]  # Snakemake's temporary directories

@@ -29,9 +29,10 @@ mask over frozen weights. `data` and `init` come first; `aggregate`, `figures` a
 
 
 def _params(args):
-    from lth.params import load
+    from lth.params import load_source
 
-    return load(args.params)
+    params, args.params_sha256 = load_source(args.params)  # checked again when the command ends (main)
+    return params
 
 
 def _experiment(args):
@@ -298,6 +299,10 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         args.func(args)
+        if getattr(args, "params_sha256", None):
+            from lth.params import check_unchanged
+
+            check_unchanged(args.params, args.params_sha256, args.command)
     except LthError as err:
         print(f"lth {args.command}: error: {err}", file=sys.stderr)
         return 1

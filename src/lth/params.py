@@ -121,18 +121,25 @@ class Params:
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
+    return read_source(path)[0]
+
+
+def read_source(path: str | Path) -> tuple[dict[str, Any], str]:
+    """A params file's top-level mapping and the sha256 of the very bytes it was parsed from."""
+    import hashlib
+
     path = Path(path)
     try:
-        text = path.read_text()
+        content = path.read_bytes()
     except FileNotFoundError:
         raise ParamsError(f"{path}: file not found") from None
     try:
-        raw = yaml.safe_load(text)
+        raw = yaml.safe_load(content)
     except yaml.YAMLError as err:
         raise ParamsError(f"{path}: not valid YAML: {err}") from None
     if not isinstance(raw, dict):
         raise ParamsError(f"{path}: expected a mapping of sections at the top level, got {raw!r}")
-    return raw
+    return raw, hashlib.sha256(content).hexdigest()
 
 
 def schema() -> dict[str, Any]:
@@ -271,22 +278,43 @@ def from_dict(raw: dict[str, Any], source: str | Path = "params.yaml") -> Params
 PARAMS_DIGEST_VARIABLE = "LTH_PARAMS_SHA256"
 
 
-def params_digest(path: str | Path) -> str:
+def params_digest(path: str | Path) -> str | None:
+    """The sha256 of a file's bytes; None if there is no such file."""
     import hashlib
 
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    except FileNotFoundError:
+        return None
 
 
 def load(path: str | Path = "params.yaml") -> Params:
-    """Read, validate and type a params file. Under a workflow that planned its jobs from a
-    params file (LTH_PARAMS_SHA256 set), refuse a file that changed since."""
+    return load_source(path)[0]
+
+
+def load_source(path: str | Path = "params.yaml") -> tuple[Params, str]:
+    """Read, validate and type a params file; with the sha256 of the bytes read. Under a
+    workflow that planned its jobs from a params file (LTH_PARAMS_SHA256 set), refuse a file
+    that changed since."""
     import os
 
-    params = from_dict(read_yaml(path), path)
+    raw, digest = read_source(path)
+    params = from_dict(raw, path)
     planned = os.environ.get(PARAMS_DIGEST_VARIABLE)
-    if planned and params_digest(path) != planned:
+    if planned and digest != planned:
         raise ParamsError(
             f"{path} changed while the workflow was running (its jobs were planned from the earlier "
             "file). The finished stages stand; run the workflow again to continue with the new params."
         )
-    return params
+    return params, digest
+
+
+def check_unchanged(path: str | Path, digest: str, command: str) -> None:
+    """Refuse to finish a stage whose params file changed while it ran: the stage computed
+    from the file it read, but `dvc repro` records the values in the file when the stage
+    ends, and would mark results of the old params as those of the new ones."""
+    if params_digest(path) != digest:
+        raise ParamsError(
+            f"{path} changed while `lth {command}` ran (it computed from the earlier file). "
+            "The stage is not recorded as done; rerun the pipeline when you are done editing."
+        )

@@ -2,7 +2,7 @@
 from lth import plan as lth_plan
 import os
 
-from lth.params import PARAMS_DIGEST_VARIABLE, from_dict, params_digest, read_yaml
+from lth.params import PARAMS_DIGEST_VARIABLE, from_dict, read_source
 from snakemake.utils import validate
 
 PARAMS_FILE = "params.yaml"
@@ -14,8 +14,9 @@ validate(config, "../schemas/params.schema.yaml")  # Snakemake's own check, the 
 # Jobs run `lth` commands that read params.yaml again: they refuse to run if the file is
 # no longer the one this workflow was planned from (an edit in the middle of a run). Jobs
 # on a cluster inherit the value from the submitting process (setdefault).
-os.environ.setdefault(PARAMS_DIGEST_VARIABLE, params_digest(PARAMS_FILE))
-if config != read_yaml(PARAMS_FILE):
+PARAMS_READ, PARAMS_SHA256 = read_source(PARAMS_FILE)
+os.environ.setdefault(PARAMS_DIGEST_VARIABLE, PARAMS_SHA256)
+if config != PARAMS_READ:
     raise ValueError(
         f"the Snakemake config differs from {PARAMS_FILE} (--config or --configfile?). "
         f"{PARAMS_FILE} is the one source of truth for both tools: edit it instead."
