@@ -37,7 +37,7 @@ def test_step_matches_autograd_and_keeps_pruned_weights_zero(keep, sparse):
                 p.grad.mul_(mask[n])
         # the gradients themselves, before either optimizer steps
         logits = step(x, y)
-        grads = {"fc1.weight": step.layers[0].weight_grad(), "fc1.bias": step.layers[0].bias.grad,
+        grads = {"fc1.weight": step.layers[0].weight_grad(), "fc1.bias": step.layers[0].bias.grad[:300],
                  "fc2.weight": step.layers[1].weight_grad(), "output.weight": step.layers[2].weight_grad()}
         for n, grad in grads.items():
             torch.testing.assert_close(grad, dict(reference.named_parameters())[n].grad, rtol=1e-4, atol=1e-6)
@@ -157,3 +157,29 @@ def test_the_single_adam_call_is_torch_adam_bit_for_bit():
         optimizer.step()
     assert torch.equal(step.flat, reference) and not torch.equal(step.flat, initial)
     assert torch.equal(step.state["exp_avg_sq"], optimizer.state[reference]["exp_avg_sq"])
+
+
+@pytest.mark.parametrize("keep", [1.0, 0.5])
+def test_padding_units_stay_zero_and_never_reach_the_model(keep):
+    """Dense hidden layers are padded to a multiple of PAD_WIDTH outputs (fc1: 304, fc2: 104):
+    after training, the padding's weights, biases and Adam moments are still exactly zero, the
+    model has its own shapes, and the step's evaluation gives the model's logits."""
+    model, mask = masked_lenet(keep)
+    step = mlp_step.MLPStep(model, mask, lr=1e-3)
+    assert [layer.width for layer in step.layers] == [304, 104, 10]
+    g = torch.Generator().manual_seed(4)
+    for _ in range(20):
+        step(torch.randn(60, 1, 28, 28, generator=g), torch.randint(0, 10, (60,), generator=g))
+    fc1, fc2, _ = step.layers
+    padding = [fc1.weight_t[:, 300:], fc1.bias[300:], fc2.weight_t[300:], fc2.weight_t[:, 100:], fc2.bias[100:]]
+    flat_state = step.state["exp_avg"], step.state["exp_avg_sq"]
+    for moment in flat_state:
+        views = [moment[offset:offset + p.numel()].view(p.shape) for p, offset in
+                 zip((fc1.weight_t, fc1.bias, fc2.weight_t), (0, fc1.weight_t.numel(), 304 * 785), strict=True)]
+        padding += [views[0][:, 300:], views[1][300:], views[2][300:], views[2][:, 100:]]
+    assert all(bool((t == 0).all()) for t in padding)
+    assert bool(fc1.real_t().ne(0).any())  # the real weights trained
+    step.write_back()
+    assert model.fc1.weight.shape == (300, 784) and model.fc2.weight.shape == (100, 300)
+    x = torch.randn(200, 1, 28, 28, generator=g)
+    torch.testing.assert_close(step.logits(step.evaluation_inputs(x)), model(x), rtol=1e-5, atol=1e-5)
