@@ -274,6 +274,8 @@ def main() -> None:
     parser.add_argument("--skip-pipeline", action="store_true", help="skip (e): stage and no-op pipeline times")
     parser.add_argument("--compile", action="store_true", help="also time torch.compile of the obvious step")
     args = parser.parse_args()
+    if args.slice < 100 or args.slice % 100:
+        parser.error(f"--slice {args.slice}: use a multiple of 100 (a round evaluates every 100 iterations)")
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
 

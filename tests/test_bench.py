@@ -32,3 +32,20 @@ def test_benchmark_writes_its_tables(tmp_path):
     assert all(math.isclose(r["extrapolated_50k_s"], r["whole_slice_extrapolated_50k_s"]) for r in rounds)
     assert rounds[0]["flop_bound_8_s"] < rounds[0]["flop_bound_9_s"]
     assert out.with_suffix(".csv").read_text().startswith("eval_ms,")
+
+
+def test_fastest_keeps_each_element_s_fastest_pass():
+    """A round measurement is an array (whole slice, once, segments): its fastest is taken per
+    element, each segment from its own quietest pass; scalars stay scalars."""
+    import importlib.util
+
+    import numpy as np
+
+    spec = importlib.util.spec_from_file_location("bench", ROOT / "benchmarks" / "bench.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    passes = iter([np.array([3.0, 0.1, 1.0, 2.0]), np.array([2.5, 0.2, 1.5, 0.5]), np.array([4.0, 0.3, 0.8, 1.0])])
+    scalars = iter([2.0, 1.0, 3.0])
+    best = bench.fastest({"round": lambda: next(passes), "step": lambda: next(scalars)}, passes=3)
+    assert best["round"].tolist() == [2.5, 0.1, 0.8, 0.5]
+    assert float(best["step"]) == 1.0

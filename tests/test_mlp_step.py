@@ -170,13 +170,23 @@ def test_padding_units_stay_zero_and_never_reach_the_model(keep):
     g = torch.Generator().manual_seed(4)
     for _ in range(20):
         step(torch.randn(60, 1, 28, 28, generator=g), torch.randint(0, 10, (60,), generator=g))
-    fc1, fc2, _ = step.layers
-    padding = [fc1.weight_t[:, 300:], fc1.bias[300:], fc2.weight_t[300:], fc2.weight_t[:, 100:], fc2.bias[100:]]
-    flat_state = step.state["exp_avg"], step.state["exp_avg_sq"]
-    for moment in flat_state:
-        views = [moment[offset:offset + p.numel()].view(p.shape) for p, offset in
-                 zip((fc1.weight_t, fc1.bias, fc2.weight_t), (0, fc1.weight_t.numel(), 304 * 785), strict=True)]
-        padding += [views[0][:, 300:], views[1][300:], views[2][300:], views[2][:, 100:]]
+    fc1, fc2, out = step.layers
+    # each padded tensor, and the same entries of Adam's moments (flat, in the order of the params)
+    regions = [(fc1.weight_t, (slice(None), slice(300, None))), (fc1.bias, (slice(300, None),)),
+               (fc2.weight_t, (slice(300, None),)), (fc2.weight_t, (slice(None), slice(100, None))),
+               (fc2.bias, (slice(100, None),)), (out.weight_t, (slice(100, None),))]
+    offsets, offset = {}, 0
+    for layer in step.layers:
+        for param in layer.params:
+            offsets[id(param)] = offset
+            offset += param.numel()
+    padding = []
+    for param, index in regions:
+        padding.append(param[index])
+        for moment in (step.state["exp_avg"], step.state["exp_avg_sq"]):
+            start = offsets[id(param)]
+            padding.append(moment[start:start + param.numel()].view(param.shape)[index])
+    assert len(padding) == 18 and all(t.numel() for t in padding)
     assert all(bool((t == 0).all()) for t in padding)
     assert bool(fc1.real_t().ne(0).any())  # the real weights trained
     step.write_back()

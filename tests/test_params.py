@@ -83,3 +83,19 @@ def test_every_profile_is_valid_and_plans(profile):
     stages = plan.stages(p)
     assert {s.name for s in stages} >= {"data", "init", "train", "prune", "reset", "aggregate", "figures", "report"}
     assert plan.figure_files(p)
+
+
+def test_check_unchanged_compares_the_keys_a_stage_read(tmp_path):
+    from lth.params import check_unchanged, read_source
+
+    path = tmp_path / "params.yaml"
+    path.write_text("a: {b: 1, c: 2}\nd: 3\n")
+    read = read_source(path)[0]
+    path.write_text("a: {b: 1, c: 5}\nd: 3\n")
+    check_unchanged(path, read, ("a.b", "d"), "train")  # an edit elsewhere: fine
+    for keys in (("a.c",), ("a",), None):  # the key, its parent, the whole file
+        with pytest.raises(ParamsError, match=r"changed while `lth train` ran"):
+            check_unchanged(path, read, keys, "train")
+    path.unlink()
+    with pytest.raises(ParamsError, match=r"a\.b"):
+        check_unchanged(path, read, ("a.b",), "train")

@@ -31,8 +31,20 @@ mask over frozen weights. `data` and `init` come first; `aggregate`, `figures` a
 def _params(args):
     from lth.params import load_source
 
-    params, args.params_sha256 = load_source(args.params)  # checked again when the command ends (main)
+    params, args.params_read = load_source(args.params)  # checked again when the command ends (main)
     return params
+
+
+def _check_params_unchanged(args) -> None:
+    """What the command read of params.yaml is still there: the keys its stage depends on
+    (plan.TEMPLATES, as dvc.yaml lists them), or the whole file for the other commands."""
+    from lth.params import check_unchanged
+    from lth.plan import TEMPLATES
+
+    template = TEMPLATES.get(args.command)
+    keys = None if template is None else tuple(
+        k.format(experiment=getattr(args, "experiment", None)) for k in template.params)
+    check_unchanged(args.params, args.params_read, keys, args.command)
 
 
 def _experiment(args):
@@ -299,10 +311,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         args.func(args)
-        if getattr(args, "params_sha256", None):
-            from lth.params import check_unchanged
-
-            check_unchanged(args.params, args.params_sha256, args.command)
+        if getattr(args, "params_read", None) is not None:
+            _check_params_unchanged(args)
     except LthError as err:
         print(f"lth {args.command}: error: {err}", file=sys.stderr)
         return 1

@@ -82,8 +82,9 @@ class Layer:
         density = mask.mean().item()
         # CSR stores the survivors only: pruned weights frozen at nonzero values (mask-0 actions
         # other than zero) must stay in the products, so such a layer stays dense
+        # (and a CSR layer has the model's shape: it cannot take a padded layer's output)
         self.sparse = (density <= SPARSE_DENSITY and weight.numel() >= SPARSE_MIN_WEIGHTS
-                       and not bool(weight[mask == 0].any()))
+                       and not bool(weight[mask == 0].any()) and in_width == self.in_features)
         if not self.sparse:
             self.width = -(-self.out_features // PAD_WIDTH) * PAD_WIDTH if hidden else self.out_features
             self.weight_t = weight.new_zeros(in_width, self.width)

@@ -278,24 +278,14 @@ def from_dict(raw: dict[str, Any], source: str | Path = "params.yaml") -> Params
 PARAMS_DIGEST_VARIABLE = "LTH_PARAMS_SHA256"
 
 
-def params_digest(path: str | Path) -> str | None:
-    """The sha256 of a file's bytes; None if there is no such file."""
-    import hashlib
-
-    try:
-        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-    except FileNotFoundError:
-        return None
-
-
 def load(path: str | Path = "params.yaml") -> Params:
     return load_source(path)[0]
 
 
-def load_source(path: str | Path = "params.yaml") -> tuple[Params, str]:
-    """Read, validate and type a params file; with the sha256 of the bytes read. Under a
-    workflow that planned its jobs from a params file (LTH_PARAMS_SHA256 set), refuse a file
-    that changed since."""
+def load_source(path: str | Path = "params.yaml") -> tuple[Params, dict[str, Any]]:
+    """Read, validate and type a params file; with the mapping read. Under a workflow that
+    planned its jobs from a params file (LTH_PARAMS_SHA256 set), refuse a file that changed
+    since."""
     import os
 
     raw, digest = read_source(path)
@@ -306,15 +296,35 @@ def load_source(path: str | Path = "params.yaml") -> tuple[Params, str]:
             f"{path} changed while the workflow was running (its jobs were planned from the earlier "
             "file). The finished stages stand; run the workflow again to continue with the new params."
         )
-    return params, digest
+    return params, raw
 
 
-def check_unchanged(path: str | Path, digest: str, command: str) -> None:
-    """Refuse to finish a stage whose params file changed while it ran: the stage computed
-    from the file it read, but `dvc repro` records the values in the file when the stage
-    ends, and would mark results of the old params as those of the new ones."""
-    if params_digest(path) != digest:
+MISSING = object()
+
+
+def lookup(raw: dict[str, Any], dotted: str) -> Any:
+    """The value at a dotted key of a params mapping; MISSING if there is none."""
+    node: Any = raw
+    for key in dotted.split("."):
+        if not isinstance(node, dict) or key not in node:
+            return MISSING
+        node = node[key]
+    return node
+
+
+def check_unchanged(path: str | Path, read: dict[str, Any], keys: tuple[str, ...] | None, command: str) -> None:
+    """Refuse to finish a stage whose params changed while it ran: the stage computed from the
+    values it read, but `dvc repro` records the values in the file when the stage ends, and
+    would mark results of the old params as those of the new ones. `keys`: the dotted keys
+    the stage depends on (None: the whole file); an edit elsewhere changes nothing."""
+    try:
+        now = read_source(path)[0]
+    except ParamsError:
+        now = {}  # deleted or unreadable: every key changed
+    changed = ([k for k in keys if lookup(read, k) != lookup(now, k)] if keys is not None
+               else ["the file"] if now != read else [])
+    if changed:
         raise ParamsError(
-            f"{path} changed while `lth {command}` ran (it computed from the earlier file). "
-            "The stage is not recorded as done; rerun the pipeline when you are done editing."
+            f"{path} changed while `lth {command}` ran ({', '.join(changed)}; it computed from the earlier "
+            "values). The stage is not recorded as done; rerun the pipeline when you are done editing."
         )
