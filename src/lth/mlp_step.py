@@ -88,13 +88,13 @@ class Layer:
         if not self.sparse:
             self.width = -(-self.out_features // PAD_WIDTH) * PAD_WIDTH if hidden else self.out_features
             self.weight_t = weight.new_zeros(in_width, self.width)
-            self.real_t().copy_(weight.t())
+            self.real(self.weight_t).copy_(weight.t())
             self.bias = weight.new_zeros(self.width)
             self.bias[:self.out_features] = linear.bias.detach()
             self.mask_t = None
             if not bool(mask.all()):
                 self.mask_t = torch.zeros_like(self.weight_t)
-                self.mask_t[:self.in_features, :self.out_features] = mask.t()
+                self.real(self.mask_t).copy_(mask.t())
             return
         self.width = self.out_features
         self.bias = linear.bias.detach().clone()
@@ -113,9 +113,9 @@ class Layer:
         self.t_crow, self.t_col = transposed.crow_indices(), transposed.col_indices()
         self.t_order = transposed.values().long()
 
-    def real_t(self) -> torch.Tensor:
-        """The dense weight without its padding (in x out)."""
-        return self.weight_t[:self.in_features, :self.out_features]
+    def real(self, tensor: torch.Tensor) -> torch.Tensor:
+        """A dense layer's in x out tensor (weight, its gradient, its mask) without the padding."""
+        return tensor[:self.in_features, :self.out_features]
 
     @property
     def params(self) -> list[torch.Tensor]:
@@ -171,7 +171,7 @@ class Layer:
         if self.sparse:
             return torch.zeros(self.shape, device=self.values.device).masked_scatter_(self.pattern_mask,
                                                                                       self.values.grad)
-        return self.weight_t.grad[:self.in_features, :self.out_features].t()
+        return self.real(self.weight_t.grad).t()
 
     def reload(self) -> None:
         """Take the trained values from the model's weight (after it was restored)."""
@@ -179,13 +179,13 @@ class Layer:
         if self.sparse:
             self.values.copy_(weight[self.pattern_mask])
         else:
-            self.real_t().copy_(weight.t())
+            self.real(self.weight_t).copy_(weight.t())
         self.bias[:self.out_features].copy_(self.linear.bias.detach())
 
     def write_back(self) -> None:
         """Copy the trained values into the model's weight (zeros elsewhere, for CSR) and bias."""
         with torch.no_grad():
-            self.linear.weight.copy_(self.csr().to_dense() if self.sparse else self.real_t().t())
+            self.linear.weight.copy_(self.csr().to_dense() if self.sparse else self.real(self.weight_t).t())
             self.linear.bias.copy_(self.bias[:self.out_features])
 
 

@@ -120,10 +120,6 @@ class Params:
     figures: FigureParams
 
 
-def read_yaml(path: str | Path) -> dict[str, Any]:
-    return read_source(path)[0]
-
-
 def read_source(path: str | Path) -> tuple[dict[str, Any], str]:
     """A params file's top-level mapping and the sha256 of the very bytes it was parsed from."""
     import hashlib
