@@ -19,7 +19,7 @@ BIN = Path(sys.executable).parent  # the venv's bin: lth, dvc, snakemake
 TINY = {
     "seeds": [0],
     "runtime": {"device": "cpu", "threads": 1},
-    "data": {"validation_size": 500, "split_seed": 0, "train_subset": 1000, "test_subset": 500,
+    "data": {"normalize": "standardize", "validation_size": 500, "split_seed": 0, "train_subset": 1000, "test_subset": 500,
              "local_dirs": {}},
     "experiments": {
         "tiny": {

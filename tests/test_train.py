@@ -208,3 +208,21 @@ def test_a_checkpoint_in_the_middle_of_a_window_resumes_bit_identical(tmp_path, 
 def test_a_batch_larger_than_the_training_split_is_refused():
     with pytest.raises(LthError, match=r"train.batch_size = 60 .* \(50 examples\)"):
         train.BatchOrder(50, 60, seed=0)
+
+
+def test_input_normalizations():
+    rng = np.random.default_rng(0)
+    images = torch.from_numpy(rng.integers(0, 256, (4, 1, 28, 28), dtype=np.uint8))
+    images[3] = 0  # an all-zero image stays zero under l2 (keras.utils.normalize does the same)
+    mean, std = torch.tensor([[[0.13]]]), torch.tensor([[[0.31]]])
+    l2 = train.normalized(images, "l2_per_example", mean, std)
+    assert l2.dtype == torch.float32
+    norms = torch.linalg.vector_norm(l2.flatten(1).double(), dim=1)
+    assert torch.allclose(norms[:3], torch.ones(3, dtype=torch.float64), atol=1e-6) and norms[3] == 0
+    # scale-free: the same image at half the brightness gives the same input
+    assert torch.allclose(train.normalized(images[:1] // 2 * 2, "l2_per_example", mean, std),
+                          train.normalized(images[:1] // 2, "l2_per_example", mean, std))
+    assert torch.equal(train.normalized(images, "standardize", mean, std), (images.float() / 255.0 - mean) / std)
+    assert torch.equal(train.normalized(images, "unit_range", mean, std), images.float() / 255.0)
+    with pytest.raises(LthError, match="data.normalize = 'whiten'"):
+        train.normalized(images, "whiten", mean, std)

@@ -32,6 +32,7 @@ class RuntimeParams:
 class DataParams:
     validation_size: int
     split_seed: int
+    normalize: str = "standardize"
     train_subset: int | None = None
     test_subset: int | None = None
     local_dirs: dict[str, str | None] = field(default_factory=dict)

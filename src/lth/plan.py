@@ -173,7 +173,8 @@ class Template:
 
 EXP = "experiments.{experiment}"
 # what computing stages read of `runtime` (results depend on the thread count; not on checkpoint_every)
-RUNTIME = ("runtime.device", "runtime.threads")
+# and of `data` beyond the prepared file (the input scaling)
+COMPUTE = ("runtime.device", "runtime.threads", "data.normalize")
 TEMPLATES = {
     t.name: t
     for t in (
@@ -189,7 +190,7 @@ TEMPLATES = {
         Template("train", "lth train --params {params_file} --experiment {experiment} --seed {seed} "
                           "--data {prepared} --ticket {ticket} --mask {mask} --out {dir}",
                  code=("train.py", "mlp_step.py", "models.py", "masks.py", "provenance.py", "artifacts.py"),
-                 params=(*RUNTIME, f"{EXP}.model", f"{EXP}.train", f"{EXP}.reset.rewind_iteration"),
+                 params=(*COMPUTE, f"{EXP}.model", f"{EXP}.train", f"{EXP}.reset.rewind_iteration"),
                  deps=("{prepared}", "{ticket}", "{mask}"),
                  outs=("{dir}/trained.safetensors", "{dir}/rewind.safetensors", "{dir}/curve.csv"),
                  metrics=("{dir}/metrics.json",)),
@@ -213,12 +214,12 @@ TEMPLATES = {
                               "--data {prepared} --theta0 {theta0} --trained {trained} --out {table}",
                  code=("supermask.py", "train.py", "pruning.py", "reset.py", "models.py", "masks.py",
                        "artifacts.py"),
-                 params=(*RUNTIME, f"{EXP}.model", f"{EXP}.prune.scope", f"{EXP}.supermask.untrained"),
+                 params=(*COMPUTE, f"{EXP}.model", f"{EXP}.prune.scope", f"{EXP}.supermask.untrained"),
                  deps=("{prepared}", "{theta0}", "{trained}"), outs=("{table}",)),
         Template("supermask", "lth supermask --params {params_file} --experiment {experiment} --seed {seed} "
                               "--data {prepared} --theta0 {theta0} --out {dir}",
                  code=("supermask.py", "train.py", "reset.py", "models.py", "masks.py", "artifacts.py"),
-                 params=(*RUNTIME, f"{EXP}.model", f"{EXP}.supermask.learned"),
+                 params=(*COMPUTE, f"{EXP}.model", f"{EXP}.supermask.learned"),
                  deps=("{prepared}", "{theta0}"),
                  outs=("{dir}/scores.safetensors", "{dir}/curve.csv"), metrics=("{dir}/metrics.json",)),
         Template("aggregate", "lth aggregate --params {params_file} --out {results}",

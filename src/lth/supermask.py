@@ -34,22 +34,22 @@ CURVE_COLUMNS = ("iteration", "percent_expected", "expected_validation_loss", "e
                  "sampled_test_accuracy")
 
 
-def _setup(experiment: Experiment, runtime: RuntimeParams, data_path: Path):
+def _setup(experiment: Experiment, runtime: RuntimeParams, data_path: Path, normalize: str):
     torch.set_num_threads(runtime.threads)
     device = resolve_device(runtime.device)
-    splits = load_splits(data_path, device)
+    splits = load_splits(data_path, device, normalize)
     model = models.build(experiment.model.name, tuple(splits["train"].images.shape[1:]), num_classes=10,
                          dropout=experiment.model.dropout).to(device).eval()
     return device, splits, model
 
 
 def untrained(experiment: Experiment, runtime: RuntimeParams, data_path: Path, theta0_path: Path,
-              trained_path: Path, out: Path, seed: int) -> list[dict]:
+              trained_path: Path, out: Path, seed: int, normalize: str = "standardize") -> list[dict]:
     """Evaluate theta_0 under one-shot masks of each criterion, with each mask-1 action."""
     ask = experiment.supermask.untrained
     theta0 = load_arrays(theta0_path, made_by=made_by(theta0_path))
     trained = load_arrays(trained_path, made_by=made_by(trained_path))
-    device, splits, model = _setup(experiment, runtime, data_path)
+    device, splits, model = _setup(experiment, runtime, data_path, normalize)
     dense = masks.dense(theta0)
     rows = []
     for criterion in ask.criteria:
@@ -107,12 +107,12 @@ def _evaluate_sampled(sm: Supermask, split: Split, samples: int) -> tuple[float,
 
 
 def learn(experiment: Experiment, runtime: RuntimeParams, data_path: Path, theta0_path: Path,
-          out_dir: Path, seed: int, progress: bool | None = None) -> dict:
+          out_dir: Path, seed: int, progress: bool | None = None, normalize: str = "standardize") -> dict:
     """Train a supermask over frozen weights; write scores, curve and metrics."""
     params: LearnedParams = experiment.supermask.learned
     torch.manual_seed(seed)  # dropout
     theta0 = load_arrays(theta0_path, made_by=made_by(theta0_path))
-    device, splits, model = _setup(experiment, runtime, data_path)
+    device, splits, model = _setup(experiment, runtime, data_path, normalize)
     weights = reset.ticket(theta0, masks.dense(theta0), params.weights, seed)
     sm = Supermask(model, weights, device, torch.Generator(device=device).manual_seed(seed))
     optimizer = torch.optim.SGD(list(sm.scores.values()), lr=params.lr, momentum=params.momentum)

@@ -50,14 +50,32 @@ class Split:
     labels: torch.Tensor
 
 
-def load_splits(path: Path, device: torch.device) -> dict[str, Split]:
+NORMALIZATIONS = ("l2_per_example", "standardize", "unit_range")
+
+
+def normalized(images: torch.Tensor, how: str, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """uint8 images as float32 inputs, scaled as `data.normalize` says (params.schema.yaml)."""
+    if how == "standardize":
+        return (images.float() / 255.0 - mean) / std
+    if how == "unit_range":
+        return images.float() / 255.0
+    if how == "l2_per_example":
+        # each example divided by its L2 norm, in float64 then cast, as keras.utils.normalize
+        # in Frankle & Carbin's code; an all-zero image stays zero
+        x = images.double()
+        norms = torch.linalg.vector_norm(x.flatten(1), dim=1)
+        norms[norms == 0] = 1.0
+        return (x / norms.view(-1, *[1] * (x.dim() - 1))).float()
+    raise LthError(f"data.normalize = {how!r} is not known; choose one of {NORMALIZATIONS}")
+
+
+def load_splits(path: Path, device: torch.device, normalize: str = "standardize") -> dict[str, Split]:
     arrays = load_arrays(path, made_by=made_by(path))
     # per-channel mean and std of the training split, shape (2, C)
     mean, std = (torch.from_numpy(v).float().to(device)[:, None, None] for v in arrays["normalization"])
     splits = {}
     for name in ("train", "validation", "test"):
-        images = torch.from_numpy(arrays[f"{name}_images"]).to(device)
-        images = (images.float() / 255.0 - mean) / std
+        images = normalized(torch.from_numpy(arrays[f"{name}_images"]).to(device), normalize, mean, std)
         splits[name] = Split(images, torch.from_numpy(arrays[f"{name}_labels"]).to(device))
     return splits
 
@@ -383,16 +401,17 @@ def curve_csv(curve: list[dict], columns: tuple[str, ...] = CURVE_COLUMNS) -> st
 
 
 def run(experiment: Experiment, runtime: RuntimeParams, data_path: Path, ticket_path: Path,
-        mask_path: Path, out_dir: Path, seed: int) -> dict:
+        mask_path: Path, out_dir: Path, seed: int, normalize: str = "standardize") -> dict:
     """Train the ticket at `ticket_path` under `mask_path`; write into `out_dir` the trained
-    weights, the weights at the rewind iteration, the curve and the metrics."""
+    weights, the weights at the rewind iteration, the curve and the metrics. `normalize`:
+    data.normalize."""
     torch.set_num_threads(runtime.threads)
     torch.manual_seed(seed)  # dropout
     device = resolve_device(runtime.device)
     weights = load_arrays(ticket_path, made_by=made_by(ticket_path))
     mask_np = masks.load(mask_path, made_by=made_by(mask_path))
     masks.check(mask_np, weights, str(mask_path))
-    splits = load_splits(data_path, device)
+    splits = load_splits(data_path, device, normalize)
     input_shape = tuple(splits["train"].images.shape[1:])
     model = models.build(experiment.model.name, input_shape, num_classes=10,
                          dropout=experiment.model.dropout)
@@ -401,7 +420,7 @@ def run(experiment: Experiment, runtime: RuntimeParams, data_path: Path, ticket_
     mask = {n: torch.from_numpy(m).to(device=device, dtype=torch.float32) for n, m in mask_np.items()}
 
     checkpoint = Checkpoint(out_dir / CHECKPOINT, runtime.checkpoint_every,
-                            fingerprint(experiment, runtime, seed, data_path, ticket_path, mask_path)) \
+                            fingerprint(experiment, runtime, seed, normalize, data_path, ticket_path, mask_path)) \
         if runtime.checkpoint_every else None
     curve, rewind = train(model, mask, splits, experiment.train, seed,
                           snapshot_at=experiment.reset.rewind_iteration, checkpoint=checkpoint)
@@ -441,7 +460,7 @@ def run(experiment: Experiment, runtime: RuntimeParams, data_path: Path, ticket_
 CHECKPOINT = "checkpoint.safetensors"
 
 
-def fingerprint(experiment: Experiment, runtime: RuntimeParams, seed: int, *inputs: Path) -> str:
+def fingerprint(experiment: Experiment, runtime: RuntimeParams, seed: int, normalize: str, *inputs: Path) -> str:
     """What a training's result depends on: its input files' bytes, its params and the
     code that trains. A checkpoint with another fingerprint is never resumed."""
     digest = hashlib.sha256()
@@ -450,5 +469,5 @@ def fingerprint(experiment: Experiment, runtime: RuntimeParams, seed: int, *inpu
     for module in (__file__, mlp_step.__file__, models.__file__):
         digest.update(Path(module).read_bytes())
     digest.update(json.dumps([repr(experiment.model), repr(experiment.train), experiment.reset.rewind_iteration,
-                              runtime.device, runtime.threads, seed, torch.__version__]).encode())
+                              runtime.device, runtime.threads, seed, normalize, torch.__version__]).encode())
     return digest.hexdigest()
