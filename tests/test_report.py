@@ -74,3 +74,29 @@ def test_report_ranks_zhou_criteria_and_supermasks(tmp_path, tiny_params):
     assert "large_final_same_sign: signed_constant: 79.00% at 20.0%; original: 62.00% at 20.0%" in text
     assert "| random | original | 20.0 | 12.00 | 10.00 |" in text  # chosen on validation, not test
     assert "Paper: 86% test accuracy on MNIST (FC)" in text
+
+
+def test_report_gives_the_papers_claims_with_the_trials_spread(tmp_path, tiny_params):
+    tiny_params["experiments"]["tiny"]["controls"] = ["reinit"]
+    tiny_params["experiments"]["tiny"]["prune"]["rounds"] = 3
+    tiny_params["seeds"] = [0, 1]
+    p = from_dict(tiny_params)
+    percents = [100.0, 21.1, 13.5, 7.0]
+    trials = []
+    for seed, (stops, accs) in enumerate((([1000, 500, 400, 800], [0.980, 0.983, 0.985, 0.979]),
+                                          ([2000, 1500, 400, 800], [0.970, 0.983, 0.975, 0.979]))):
+        for row in rows("ticket", percents, stops, accs) + rows("reinit", percents[1:], [900, 950, 990],
+                                                                [0.975, 0.970, 0.960], start=1):
+            trials.append({**row, "seed": seed})
+    pd.DataFrame(trials).to_csv(tmp_path / "rounds.csv", index=False)
+    write_empty_supermask_tables(tmp_path)
+    report.run(p, tmp_path, tmp_path / "report.md")
+    text = (tmp_path / "report.md").read_text()
+    # each trial against its own dense network: 97.5% mean dense, 50% and 25% sooner at 21.1%
+    assert "| dense network: test accuracy at early stop | 100 | just over 98% | 97.50% | 97.00% to 98.00% | 2 |" in text
+    assert "| ticket's early stop, sooner than the dense one's by | 21.1 | 38% | 37.50% | 25.00% to 50.00% | 2 |" in text
+    assert "| ticket's test accuracy at early stop minus the dense one's | 13.5 | +0.3 points | +0.50 points | " \
+           "+0.50 points to +0.50 points | 2 |" in text
+    assert "| 3.6 | about 0 | not run |  | 0 |" in text  # the lineage stops at 7.0%
+    assert "| random reinit's test accuracy at early stop minus the ticket's | 21.1 | -0.5 points | -0.80 points |" in text
+    assert "data.normalize = standardize (per-channel mean and std of the training split)" in text

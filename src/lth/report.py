@@ -3,6 +3,7 @@ the papers' headline numbers, links the figures, and lists provenance and deviat
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -23,6 +24,41 @@ PAPER_HEADLINES = {
     "conv4": "early stopping up to 3.5x faster (at 9.2%), test accuracy up to +3.5 points (at 11.1%)",
     "conv6": "early stopping up to 2.5x faster (at 15.1%), test accuracy up to +3.3 points (at 26.4%)",
 }
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One number the paper states, at a percent of weights remaining (100: the dense network)."""
+
+    measure: str  # a key of MEASURES
+    percent: float
+    paper: str  # the paper's number, as it states it
+
+
+# measure -> (what it is, unit, per trial: f(dense, ticket, reinit) with rows of rounds.csv)
+MEASURES = {
+    "dense_accuracy": ("dense network: test accuracy at early stop", "%",
+                       lambda d, t, r: 100 * d.early_stop_test_accuracy),
+    "stop_sooner": ("ticket's early stop, sooner than the dense one's by", "%",
+                    lambda d, t, r: 100 * (1 - t.early_stop_iteration / d.early_stop_iteration)),
+    "speedup": ("ticket's early stop, faster than the dense one's by", "x",
+                lambda d, t, r: d.early_stop_iteration / t.early_stop_iteration),
+    "accuracy_gain": ("ticket's test accuracy at early stop minus the dense one's", " points",
+                      lambda d, t, r: 100 * (t.early_stop_test_accuracy - d.early_stop_test_accuracy)),
+    "reinit_gap": ("random reinit's test accuracy at early stop minus the ticket's", " points",
+                   lambda d, t, r: 100 * (r.early_stop_test_accuracy - t.early_stop_test_accuracy)),
+    "reinit_stop_ratio": ("random reinit's early-stop iteration / the ticket's", "x",
+                          lambda d, t, r: r.early_stop_iteration / t.early_stop_iteration),
+}
+# Frankle & Carbin's headline numbers, as transcribed in ../shared/reference/papers.md
+PAPER_CLAIMS = {
+    "lenet_300_100": [Claim("dense_accuracy", 100.0, "just over 98%"), Claim("stop_sooner", 21.1, "38%"),
+                      Claim("accuracy_gain", 13.5, "+0.3 points"), Claim("accuracy_gain", 3.6, "about 0"),
+                      Claim("reinit_gap", 21.1, "-0.5 points"), Claim("reinit_stop_ratio", 21.1, "2.51x")],
+    "conv2": [Claim("speedup", 8.8, "3.5x"), Claim("accuracy_gain", 4.6, "+3.4 points")],
+    "conv4": [Claim("speedup", 9.2, "3.5x"), Claim("accuracy_gain", 11.1, "+3.5 points")],
+    "conv6": [Claim("speedup", 15.1, "2.5x"), Claim("accuracy_gain", 26.4, "+3.3 points")],
+}
 # (percent remaining, what the paper reports there) checked for every iterative experiment
 PAPER_POINTS = {
     "lenet_300_100": [21.1, 13.5, 7.0, 3.6],
@@ -41,6 +77,11 @@ ZHOU_PAPER = {
 ZHOU_UNTRAINED = "86% test accuracy on MNIST (FC) with large_final_same_sign masks and signed-constant weights; " \
                  "more than 80% with the initial values"
 ZHOU_LEARNED = "95.3% test accuracy on MNIST (FC)"
+NORMALIZATION_TEXT = {
+    "l2_per_example": "each image divided by its L2 norm, as Frankle & Carbin's released code does",
+    "standardize": "per-channel mean and std of the training split",
+    "unit_range": "pixels divided by 255",
+}
 ZHOU_TARGET = 7.0  # percent remaining at which the criteria are ranked
 
 
@@ -91,6 +132,7 @@ def experiment_section(e: Experiment, rounds: pd.DataFrame) -> list[str]:
     if e.dataset == "fashion_mnist":
         lines += ["*Fashion-MNIST stands in for CIFAR-10 here: these are not CIFAR-10 numbers.*", ""]
     if e.prune.schedule == "iterative" and len(ticket) > 1:
+        lines += claims_section(e, rounds)
         pruned = ticket.drop(index=0)
         speedup = dense.early_stop_iteration / pruned.early_stop_iteration
         gain = 100 * (pruned.early_stop_test_accuracy - dense.early_stop_test_accuracy)
@@ -119,6 +161,34 @@ def experiment_section(e: Experiment, rounds: pd.DataFrame) -> list[str]:
             lines.append(text)
         lines.append("")
     return lines
+
+
+def claims_section(e: Experiment, rounds: pd.DataFrame) -> list[str]:
+    """Each of the paper's headline numbers beside ours: the mean and min-max over trials,
+    each trial's value computed within the trial (its own dense network and ticket)."""
+    mine = rounds[rounds.experiment == e.name]
+    rows = []
+    for claim in PAPER_CLAIMS.get(e.model.name, []):
+        what, unit, measure = MEASURES[claim.measure]
+        values = []
+        for _, trial in mine.groupby("seed"):
+            ticket = trial[trial.branch == "ticket"].set_index("round")
+            k = int((ticket.percent_remaining - claim.percent).abs().idxmin())
+            if abs(ticket.percent_remaining[k] - claim.percent) > 0.1 * claim.percent:
+                continue  # not reached in this lineage
+            reinit = trial[(trial.branch == "reinit") & (trial["round"] == k)]
+            if claim.measure.startswith("reinit") and reinit.empty:
+                continue
+            values.append(measure(ticket.loc[0], ticket.loc[k], reinit.iloc[0] if len(reinit) else None))
+        show = lambda v: f"{v:{'+' if unit == ' points' else ''}.2f}{unit}"  # noqa: E731
+        ours = show(sum(values) / len(values)) if values else "not run"
+        spread = f"{show(min(values))} to {show(max(values))}" if values else ""
+        rows.append({"claim": what, "% remaining": f"{claim.percent:g}", "paper": claim.paper, "ours (mean)": ours,
+                     "min to max over trials": spread, "trials": len(values)})
+    if not rows:
+        return []
+    return ["The paper's headline numbers beside ours (each trial against its own dense network):", "",
+            markdown_table(pd.DataFrame(rows)), ""]
 
 
 def pct(v: float) -> str:
@@ -213,7 +283,8 @@ def run(p: Params, results: Path, out: Path) -> None:
                   else f"[{name}](figures/{name}.{p.figures.formats[0]})", ""]
     lines += ["## Deviations from the papers", "",
               "- Iterations per round as listed above where they differ from the paper's.",
-              "- Input normalisation (unspecified in the paper): per-channel mean and std of the training split.",
+              f"- Input normalisation (unspecified in the paper): data.normalize = {p.data.normalize} "
+              f"({NORMALIZATION_TEXT[p.data.normalize]}).",
               "- The training loss and accuracy in the curves are the mean over the minibatches since the last "
               "evaluation (each scored before its update); the final training accuracy is a full pass.",
               "- Ties in magnitude are broken by position; each layer loses round(rate x remaining) weights.",
