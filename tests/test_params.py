@@ -50,6 +50,25 @@ def tiny(p):
                                                          "momentum": 0.9, "weights": "original", "eval_every": 20,
                                                          "samples": 1}}),
          ["supermask.learned.eval_every = 20", "iterations = 10"]),
+        # integers written as floats pass JSON Schema's own check, then fail in argparse or range()
+        (lambda p: p.update(seeds=[1.0]), ["seeds.0 = 1.0 has the wrong type; expected integer"]),
+        (lambda p: tiny(p)["train"].update(iterations=30.0), ["train.iterations = 30.0", "expected integer"]),
+        (lambda p: tiny(p)["train"].update(lr=1e12), ["experiments.tiny.train.lr = 1000000000000.0", "at most 10"]),
+        (lambda p: p["runtime"].update(threads=10**12), ["runtime.threads = 1000000000000", "at most 1024"]),
+        (lambda p: p["runtime"].update(threads=len(__import__("os").sched_getaffinity(0)) + 1),
+         ["runtime.threads", "more than this machine's"]),
+        (lambda p: tiny(p)["train"].update(batch_size=1001),
+         ["experiments.tiny.train.batch_size = 1001 is larger than the training split (1000 examples"]),
+        (lambda p: p["data"].update(validation_size=60000),
+         ["data.validation_size = 60000 leaves no training examples of mnist"]),
+        (lambda p: p["data"].update(local_dirs={"mnist": "/nonexistent/mnist"}),
+         ["data.local_dirs.mnist = '/nonexistent/mnist' is not a directory"]),
+        (lambda p: tiny(p)["prune"].update(rates={"fc": 0.0, "output": 0.0}),
+         ["experiments.tiny.prune.rates = {'fc': 0.0, 'output': 0.0} prunes nothing"]),
+        (lambda p: p["experiments"].update({"x" * 300: p["experiments"]["tiny"]}),
+         ["experiments: the name 'xxxxxxxxxxxxxxxxxxxx'... is 300 characters long; use at most 64"]),
+        (lambda p: p["experiments"].update({"a b": p["experiments"]["tiny"]}),
+         ["experiments: the name 'a b' may only use letters, digits and underscores"]),
     ],
 )
 def test_bad_params_name_key_value_and_what_is_allowed(tiny_params, change, words):
@@ -99,3 +118,49 @@ def test_check_unchanged_compares_the_keys_a_stage_read(tmp_path):
     path.unlink()
     with pytest.raises(ParamsError, match=r"a\.b"):
         check_unchanged(path, read, ("a.b",), "train")
+
+
+def test_local_dirs_must_hold_the_datasets_files(tmp_path, tiny_params):
+    (tmp_path / "train-images-idx3-ubyte.gz").write_bytes(b"")
+    tiny_params["data"]["local_dirs"] = {"mnist": str(tmp_path)}
+    with pytest.raises(ParamsError, match=r"has no file for train-labels-idx1-ubyte, t10k-images"):
+        from_dict(tiny_params, "p.yaml")
+
+
+def test_duplicate_keys_are_refused_with_both_lines(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("seeds: [0]\nexperiments:\n  tiny:\n    rounds: 2\n    rounds: 3\n")
+    with pytest.raises(ParamsError, match=r"params.yaml: key 'rounds' appears twice in one mapping \(lines 4 and 5\)"):
+        load(path)
+
+
+def test_nested_aliases_are_refused_quickly_and_ordinary_anchors_work(tmp_path, tiny_params):
+    import time
+
+    laughs = ["a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    for i in range(1, 12):  # 10^12 values when expanded
+        laughs.append(f"{chr(97 + i)}: &{chr(97 + i)} [{', '.join([f'*{chr(96 + i)}'] * 10)}]")
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text("\n".join(laughs) + "\n")
+    start = time.perf_counter()
+    with pytest.raises(ParamsError, match=r"bomb.yaml: its aliases expand to more than 100000 values"):
+        load(bomb)
+    assert time.perf_counter() - start < 1.0
+    # an ordinary anchor: a second experiment merges the first and changes one key
+    text = yaml.safe_dump(tiny_params, sort_keys=False).replace("  tiny:\n", "  tiny: &tiny\n", 1)
+    text = text.replace("\nfigures:", "\n  other:\n    <<: *tiny\n    controls: [reinit]\nfigures:", 1)
+    path = tmp_path / "params.yaml"
+    path.write_text(text)
+    p = load(path)
+    assert p.experiments["other"].controls == ("reinit",) and p.experiments["other"].train == p.experiments["tiny"].train
+
+
+def test_version_names_the_package_and_the_commit(capsys):
+    from lth import __version__
+    from lth.cli import main
+
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"lth {__version__} (") and ("git " in out or "lth " in out.split("(")[1])

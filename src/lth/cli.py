@@ -210,9 +210,21 @@ def cmd_check(args) -> None:
     print(f"{args.params} is valid and {args.dvc_yaml} is in sync with it")
 
 
+class Version(argparse.Action):
+    """--version: the package version and the commit of the code (asked only when printed)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from lth import __version__
+        from lth.provenance import code_version
+
+        print(f"lth {__version__} ({code_version()})")
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lth", description=DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action=Version, nargs=0, help="print the version and git commit, then exit")
     sub = parser.add_subparsers(dest="command", required=True, metavar="STAGE")
 
     def add(name, func, help_text):

@@ -57,7 +57,7 @@ def verify(raw_dir: Path, files: dict[str, str | None]) -> None:
         raise DataError("verification failed:\n  " + "\n  ".join(problems))
 
 
-def _find(directory: Path, name: str) -> Path | None:
+def find(directory: Path, name: str) -> Path | None:
     """A file under any of its usual spellings (dash or dot, plain or .gz)."""
     stem_dot = name.replace("-idx", ".idx")
     for candidate in (name, stem_dot, name + ".gz", stem_dot + ".gz"):
@@ -69,12 +69,12 @@ def _find(directory: Path, name: str) -> Path | None:
 
 def copy_from(directory: Path, raw_dir: Path, names) -> None:
     """Copy (decompressing .gz) the named files from anywhere under `directory`."""
-    missing = [n for n in names if _find(directory, n) is None]
+    missing = [n for n in names if find(directory, n) is None]
     if missing:
         raise DataError(f"{directory}: no file for {', '.join(missing)} (plain or .gz, dash or dot names)")
     raw_dir.mkdir(parents=True, exist_ok=True)
     for name in names:
-        src = _find(directory, name)
+        src = find(directory, name)
         opener = gzip.open if src.suffix == ".gz" and not name.endswith(".gz") else open
         with opener(src, "rb") as fin, open(raw_dir / name, "wb") as fout:
             shutil.copyfileobj(fin, fout)

@@ -131,7 +131,7 @@ def read_source(path: str | Path) -> tuple[dict[str, Any], str]:
     except FileNotFoundError:
         raise ParamsError(f"{path}: file not found") from None
     try:
-        raw = yaml.safe_load(content)
+        raw = strict_yaml(content, path)
     except yaml.YAMLError as err:
         raise ParamsError(f"{path}: not valid YAML: {err}") from None
     if not isinstance(raw, dict):
@@ -139,15 +139,71 @@ def read_source(path: str | Path) -> tuple[dict[str, Any], str]:
     return raw, hashlib.sha256(content).hexdigest()
 
 
+MAX_YAML_NODES = 100_000  # params files have hundreds; aliases must not multiply them past this
+
+
+def strict_yaml(content: bytes | str, path: str | Path) -> Any:
+    """YAML as yaml.safe_load reads it, but refusing duplicate keys (YAML forbids them; PyYAML
+    keeps the last silently, DVC refuses the file) and aliases that expand past
+    MAX_YAML_NODES (a "billion laughs" file would otherwise be walked until memory runs out)."""
+    loader = yaml.SafeLoader(content)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        expanded_size(node, path)
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def expanded_size(root: yaml.Node, path: str | Path) -> int:
+    """Nodes in the document with every alias expanded (memoised: linear in the file's size)."""
+    sizes: dict[int, int] = {}
+
+    def size(node: yaml.Node) -> int:
+        if id(node) in sizes:
+            return sizes[id(node)]
+        total = 1
+        if isinstance(node, yaml.MappingNode):
+            seen = {}
+            for key, value in node.value:
+                if isinstance(key, yaml.ScalarNode) and key.tag != "tag:yaml.org,2002:merge":
+                    if key.value in seen:
+                        raise ParamsError(f"{path}: key {key.value!r} appears twice in one mapping (lines "
+                                          f"{seen[key.value] + 1} and {key.start_mark.line + 1}); keep one")
+                    seen[key.value] = key.start_mark.line
+                total += size(key) + size(value)
+        elif isinstance(node, yaml.SequenceNode):
+            total += sum(size(item) for item in node.value)
+        if total > MAX_YAML_NODES:
+            raise ParamsError(f"{path}: its aliases expand to more than {MAX_YAML_NODES} values (line "
+                              f"{node.start_mark.line + 1}); a params file needs far fewer: remove the nested aliases")
+        sizes[id(node)] = total
+        return total
+
+    return size(root)
+
+
 def schema() -> dict[str, Any]:
     return yaml.safe_load(SCHEMA_PATH.read_text())
+
+
+def strict_validator():
+    """JSON Schema's validator, except that an integer must be written as one: JSON Schema
+    counts 1.0 as an integer, but `--seed 1.0` fails in argparse and range(30.0) in Python."""
+    import jsonschema
+
+    base = jsonschema.Draft202012Validator
+    is_int = lambda _, v: isinstance(v, int) and not isinstance(v, bool)  # noqa: E731
+    return jsonschema.validators.extend(base, type_checker=base.TYPE_CHECKER.redefine("integer", is_int))
 
 
 def validate(raw: dict[str, Any], source: str | Path = "params.yaml") -> None:
     """Raise ParamsError for the first problem found, naming key, value and what is allowed."""
     import jsonschema
 
-    validator = jsonschema.Draft202012Validator(schema())
+    validator = strict_validator()(schema())
     errors = sorted(validator.iter_errors(raw), key=lambda e: list(map(str, e.absolute_path)))
     if errors:
         raise ParamsError(f"{source}: {describe(errors[0])}")
@@ -177,6 +233,59 @@ def validate(raw: dict[str, Any], source: str | Path = "params.yaml") -> None:
         if rewind > e["train"]["iterations"]:
             raise ParamsError(f"{where}.reset.rewind_iteration = {rewind} is beyond "
                               f"train.iterations = {e['train']['iterations']}")
+        if e["prune"]["rounds"] and not any(e["prune"]["rates"].values()):
+            raise ParamsError(f"{where}.prune.rates = {e['prune']['rates']} prunes nothing; give at least "
+                              "one kind a rate above 0 (paper: fc 0.2, output 0.1)")
+        check_split_sizes(where, e, raw["data"], source)
+    check_machine(raw, source)
+    check_local_dirs(raw, source)
+
+
+# training examples of each dataset before the validation split (the official files)
+TRAIN_EXAMPLES = {"mnist": 60_000, "fashion_mnist": 60_000, "cifar10": 50_000}
+
+
+def check_split_sizes(where: str, e: dict[str, Any], data: dict[str, Any], source: str | Path) -> None:
+    """The validation split fits in the dataset and a batch fits in the training split."""
+    n = TRAIN_EXAMPLES[e["dataset"]]
+    if data["validation_size"] >= n:
+        raise ParamsError(f"{source}: data.validation_size = {data['validation_size']} leaves no training "
+                          f"examples of {e['dataset']} ({n} in all); use fewer (paper: 5000)")
+    train = min(n - data["validation_size"], data.get("train_subset") or n)
+    batches = [("train.batch_size", e["train"]["batch_size"])]
+    learned = (e.get("supermask") or {}).get("learned")
+    if learned:
+        batches.append(("supermask.learned.batch_size", learned["batch_size"]))
+    for key, batch in batches:
+        if batch > train:
+            raise ParamsError(f"{where}.{key} = {batch} is larger than the training split ({train} examples "
+                              "after data.validation_size and data.train_subset); use at most that")
+
+
+def check_machine(raw: dict[str, Any], source: str | Path) -> None:
+    import os
+
+    threads, cores = raw["runtime"]["threads"], len(os.sched_getaffinity(0))
+    if threads > cores:
+        raise ParamsError(f"{source}: runtime.threads = {threads} is more than this machine's {cores} cores; "
+                          f"use at most {cores} (more threads than cores only slows the step down)")
+
+
+def check_local_dirs(raw: dict[str, Any], source: str | Path) -> None:
+    """Each data.local_dirs entry is a directory with the dataset's files (any usual spelling)."""
+    used = {e["dataset"] for e in raw["experiments"].values()}
+    for dataset, directory in (raw["data"].get("local_dirs") or {}).items():
+        if not directory or dataset not in used:
+            continue
+        from lth.data import DATASETS, find
+
+        if not Path(directory).is_dir():
+            raise ParamsError(f"{source}: data.local_dirs.{dataset} = {directory!r} is not a directory; "
+                              "point it at the directory that holds the dataset's files, or remove the entry")
+        missing = [name for name in DATASETS[dataset].files if find(Path(directory), name) is None]
+        if missing:
+            raise ParamsError(f"{source}: data.local_dirs.{dataset} = {directory!r} has no file for "
+                              f"{', '.join(missing)} (plain or .gz, dash or dot names)")
 
 
 INPUT_SHAPES = {"mnist": (1, 28, 28), "fashion_mnist": (1, 28, 28), "cifar10": (3, 32, 32)}
@@ -228,6 +337,11 @@ def describe(error: Any) -> str:
         return f"{key} = {value!r} is not allowed; choose one of {error.validator_value}"
     if error.validator == "type":
         return f"{key} = {value!r} has the wrong type; expected {error.validator_value}"
+    if error.validator == "maxLength":
+        return (f"{key}: the name {value[:20]!r}... is {len(value)} characters long; "
+                f"use at most {error.validator_value}")
+    if error.validator == "pattern" and error.schema is not None and key == "experiments":
+        return f"{key}: the name {value!r} may only use letters, digits and underscores"
     if error.validator == "uniqueItems":
         return f"{key} = {value!r} has duplicates; every entry must be unique"
     bounds = {
