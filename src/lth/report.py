@@ -125,9 +125,10 @@ def pct(v: float) -> str:
     return f"{100 * v:.2f}"
 
 
-def comparison_section(rounds: pd.DataFrame, name: str, varied: str, members: list[str]) -> list[str]:
+def comparison_section(rounds: pd.DataFrame, spec: plan.FigureSpec) -> list[str]:
     """Each member at the round nearest ZHOU_TARGET% remaining, best first."""
-    data = rounds[rounds.experiment.isin(members) & (rounds.branch == "ticket")]
+    varied = spec.varied
+    data = rounds[rounds.experiment.isin(spec.members) & (rounds.branch == "ticket")]
     per = data.groupby(["experiment", "round"]).agg(
         value=(varied, "first"), percent=("percent_remaining", "mean"), acc=("early_stop_test_accuracy", "mean"),
         acc_min=("early_stop_test_accuracy", "min"), acc_max=("early_stop_test_accuracy", "max"),
@@ -140,7 +141,7 @@ def comparison_section(rounds: pd.DataFrame, name: str, varied: str, members: li
         "test acc. at early stop": at.acc.map(pct),
         "min-max over trials": [f"{pct(a)}-{pct(b)}" for a, b in zip(at.acc_min, at.acc_max, strict=True)],
         "early stop it.": at.stop.map(lambda v: f"{v:.0f}")})
-    return [f"### {name}: {plan.ZHOU_TITLES[varied]} at about {ZHOU_TARGET}% remaining", "",
+    return [f"### {spec.name}: {plan.ZHOU_TITLES[varied]} at about {ZHOU_TARGET}% remaining", "",
             f"Paper: {ZHOU_PAPER[varied]}.", "",
             f"Ours (dense round 0: {pct(dense)}%; {data.seed.nunique()} trial(s)), best first:", "",
             markdown_table(table), ""]
@@ -187,8 +188,8 @@ def zhou_section(p: Params, rounds: pd.DataFrame, untrained: pd.DataFrame, learn
     if not comparisons and untrained.empty and learned.empty:
         return []
     lines = ["## Deconstructing lottery tickets (Zhou et al. 2019)", ""]
-    for name, (varied, members) in comparisons.items():
-        lines += comparison_section(rounds, name, varied, members)
+    for spec in comparisons:
+        lines += comparison_section(rounds, spec)
     if not untrained.empty:
         lines += untrained_section(untrained)
     if not learned.empty:
@@ -208,7 +209,7 @@ def run(p: Params, results: Path, out: Path) -> None:
         lines += experiment_section(e, rounds)
     lines += zhou_section(p, rounds, untrained, learned)
     lines += ["## Figures", ""]
-    for name in plan.figure_names(p):
+    for name in (f.name for f in plan.figure_specs(p)):
         lines += [f"### {name}", "", f"![{name}](figures/{name}.png)" if "png" in p.figures.formats
                   else f"[{name}](figures/{name}.{p.figures.formats[0]})", ""]
     lines += ["## Deviations from the papers", "",
