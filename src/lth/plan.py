@@ -210,11 +210,13 @@ TEMPLATES = {
                  outs=("{raw}", "{prepared}")),
         Template("init", "lth init --params {params_file} --experiment {experiment} --seed {seed} "
                          "--out {theta0} --mask {mask}",
-                 code=("models.py", "masks.py", "artifacts.py"), params=(f"{EXP}.model", f"{EXP}.dataset"),
+                 code=("models.py", "architectures.py", "masks.py", "artifacts.py"),
+                 params=(f"{EXP}.model", f"{EXP}.dataset"),
                  outs=("{theta0}", "{mask}"), metrics=("{sparsity}",)),
         Template("train", "lth train --params {params_file} --experiment {experiment} --seed {seed} "
                           "--data {prepared} --ticket {ticket} --mask {mask} --out {dir}",
-                 code=("train.py", "mlp_step.py", "models.py", "masks.py", "provenance.py", "artifacts.py"),
+                 code=("train.py", "mlp_step.py", "models.py", "architectures.py", "masks.py", "provenance.py",
+                       "artifacts.py"),
                  params=(*COMPUTE, f"{EXP}.model", f"{EXP}.train", f"{EXP}.reset.rewind_iteration"),
                  deps=("{prepared}", "{ticket}", "{mask}"),
                  outs=("{dir}/trained.safetensors", "{dir}/rewind.safetensors", "{dir}/curve.csv"),
@@ -237,13 +239,14 @@ TEMPLATES = {
                  deps=("{ticket_mask}",), outs=("{mask}",), metrics=("{sparsity}",)),
         Template("untrained", "lth untrained --params {params_file} --experiment {experiment} --seed {seed} "
                               "--data {prepared} --theta0 {theta0} --trained {trained} --out {table}",
-                 code=("supermask.py", "train.py", "pruning.py", "reset.py", "models.py", "masks.py",
-                       "artifacts.py"),
+                 code=("supermask.py", "train.py", "pruning.py", "reset.py", "models.py", "architectures.py",
+                       "masks.py", "artifacts.py"),
                  params=(*COMPUTE, f"{EXP}.model", f"{EXP}.prune.scope", f"{EXP}.supermask.untrained"),
                  deps=("{prepared}", "{theta0}", "{trained}"), outs=("{table}",)),
         Template("supermask", "lth supermask --params {params_file} --experiment {experiment} --seed {seed} "
                               "--data {prepared} --theta0 {theta0} --out {dir}",
-                 code=("supermask.py", "train.py", "reset.py", "models.py", "masks.py", "artifacts.py"),
+                 code=("supermask.py", "train.py", "reset.py", "models.py", "architectures.py", "masks.py",
+                       "artifacts.py"),
                  params=(*COMPUTE, f"{EXP}.model", f"{EXP}.supermask.learned"),
                  deps=("{prepared}", "{theta0}"),
                  outs=("{dir}/scores.safetensors", "{dir}/curve.csv"), metrics=("{dir}/metrics.json",)),
@@ -254,7 +257,8 @@ TEMPLATES = {
                  code=("figures.py", "plan.py", "artifacts.py"), params=("figures", "experiments"),
                  deps=tuple(f"{{results}}/{t}" for t in TABLES), outs=("{figures}",)),
         Template("report", "lth report --params {params_file} --results {results} --out {results}/report.md",
-                 code=("report.py", "plan.py", "artifacts.py"), params=("seeds", "runtime", "experiments"),
+                 code=("report.py", "architectures.py", "plan.py", "artifacts.py"),
+                 params=("seeds", "runtime", "experiments"),
                  deps=("{results}/rounds.csv", "{results}/untrained.csv", "{results}/supermask.csv"),
                  outs=("{results}/report.md",)),
     )

@@ -9,11 +9,11 @@ from pathlib import Path
 import pandas as pd
 
 from lth import __version__, plan
+from lth.architectures import ARCHITECTURES
 from lth.artifacts import read, write_text
 from lth.params import Experiment, Params
 
 # Frankle & Carbin (ICLR 2019), as transcribed in ../shared/reference/papers.md.
-PAPER_ITERATIONS = {"lenet_300_100": 50_000, "conv2": 20_000, "conv4": 25_000, "conv6": 30_000}
 PAPER_HEADLINES = {
     "lenet_300_100": "dense just over 98% test accuracy; at 21% remaining early stopping 38% earlier; "
                      "+0.3 points at 13.5%; back to the dense accuracy at 3.6%; random reinit below "
@@ -84,7 +84,7 @@ def experiment_section(e: Experiment, rounds: pd.DataFrame) -> list[str]:
     lines = [f"## {e.name}: {e.model.name} on {e.dataset}",
              "",
              f"{e.prune.schedule} {e.prune.scope} pruning, rates {e.prune.rates}, "
-             f"{e.train.iterations} iterations per round (paper: {PAPER_ITERATIONS[e.model.name]}), "
+             f"{e.train.iterations} iterations per round (paper: {ARCHITECTURES[e.model.name].paper_iterations}), "
              f"reset to {'theta_0' if e.reset.rewind_iteration == 0 else f'iteration {e.reset.rewind_iteration}'}"
              f"; controls: {', '.join(e.controls) or 'none'}. Means over {rounds.seed.nunique()} trial(s).",
              "", markdown_table(table), ""]
