@@ -13,7 +13,7 @@ from lth.architectures import ARCHITECTURES
 from lth.artifacts import read, write_text
 from lth.params import Experiment, Params
 
-# Frankle & Carbin (ICLR 2019), as transcribed in ../shared/reference/papers.md.
+# Frankle & Carbin (ICLR 2019, arXiv 1803.03635).
 PAPER_HEADLINES = {
     "lenet_300_100": "dense just over 98% test accuracy; at 21% remaining early stopping 38% earlier; "
                      "+0.3 points at 13.5%; back to the dense accuracy at 3.6%; random reinit below "
@@ -30,7 +30,7 @@ PAPER_POINTS = {
 }
 
 
-# Zhou, Lan, Liu & Yosinski (NeurIPS 2019), as transcribed in ../shared/reference/papers.md.
+# Zhou, Lan, Liu & Yosinski (NeurIPS 2019, arXiv 1905.01067).
 ZHOU_PAPER = {
     "criterion": "large_final and magnitude_increase are the best criteria; the small_* criteria the worst",
     "kept": "the kept weights train well from any values that keep their original signs; with random "
