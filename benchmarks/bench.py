@@ -47,10 +47,12 @@ import torch
 import torch.nn.functional as F
 
 from lth import masks, models, pruning, train
+from lth.architectures import ARCHITECTURES, dataset_layers, input_shape, num_classes
 from lth.artifacts import save_arrays
 
-SHAPES = {"lenet_300_100": (1, 28, 28), "conv2": (3, 32, 32), "conv4": (3, 32, 32), "conv6": (3, 32, 32)}
-PAPER_ITERATIONS = {"lenet_300_100": 50_000, "conv2": 20_000, "conv4": 25_000, "conv6": 30_000}
+# each model is timed on inputs shaped as the paper's dataset for it
+SHAPES = {name: input_shape(a.paper_dataset) for name, a in ARCHITECTURES.items()}
+CLASSES = {name: num_classes(a.paper_dataset) for name, a in ARCHITECTURES.items()}
 PERCENTS = (100.0, 51.3, 21.1, 7.0, 3.6, 1.9)
 ROUND_PERCENTS = (100.0, 3.6)
 BATCH = 60
@@ -83,7 +85,7 @@ def gemm_seconds(n: int = 1024) -> Callable[[], float]:
 def lenet_matmul_floor(repeat: int, first_input_grad: bool) -> tuple[Callable[[], float], float]:
     """A measurement (seconds) and the FLOPs of the GEMMs of one LeNet-300-100 step at batch
     60: nine, or eight without the first layer's input gradient."""
-    sizes = [(784, 300), (300, 100), (100, 10)]
+    sizes = [(layer.inputs, layer.outputs) for layer in dataset_layers("lenet_300_100", "mnist")]
     x = [torch.randn(BATCH, i) for i, _ in sizes]
     w = [torch.randn(o, i) for i, o in sizes]
     g = [torch.randn(BATCH, o) for _, o in sizes]
@@ -100,7 +102,7 @@ def lenet_matmul_floor(repeat: int, first_input_grad: bool) -> tuple[Callable[[]
 
 def forward_flops(name: str) -> float:
     """Multiply-adds x 2 of one example's forward pass (dense)."""
-    model = models.build(name, SHAPES[name], 10)
+    model = models.build(name, SHAPES[name], CLASSES[name])
     flops = 0.0
     _, h, w = SHAPES[name]
     for n, module in model.named_children():
@@ -114,7 +116,7 @@ def forward_flops(name: str) -> float:
 
 
 def masked_model(name: str, percent: float):
-    model = models.initialize(models.build(name, SHAPES[name], 10), 0)
+    model = models.initialize(models.build(name, SHAPES[name], CLASSES[name]), 0)
     theta0 = models.state_arrays(model)
     ladder = pruning.percent_ladder({n: w.size for n, w in theta0.items() if masks.is_prunable(n)},
                                     {"conv": 0.1, "fc": 0.2, "output": 0.1}, 30)
@@ -159,11 +161,11 @@ def fastest(measurements: dict[str, Callable[[], float | np.ndarray]], passes: i
 def step_measurements(name: str, percent: float, repeat: int) -> tuple[float, dict[str, Callable[[], float]], str]:
     """Seconds-per-call measurements of our step, the obvious step (LeNet) and the evaluation
     of validation + test as training runs it (scaled from 3000 examples), at `percent`."""
-    images, labels = torch.randn(BATCH, *SHAPES[name]), torch.randint(0, 10, (BATCH,))
+    images, labels = torch.randn(BATCH, *SHAPES[name]), torch.randint(0, CLASSES[name], (BATCH,))
     model, mask, actual = masked_model(name, percent)
     ours = train.make_step(model, mask, 1e-3)
     measured = 3_000
-    split = train.Split(torch.randn(measured, *SHAPES[name]), torch.randint(0, 10, (measured,)))
+    split = train.Split(torch.randn(measured, *SHAPES[name]), torch.randint(0, CLASSES[name], (measured,)))
     evaluate = train.evaluators(ours, model.eval(), {"validation": split, "test": split})["test"]
     measurements = {"step": lambda: timed(lambda: ours(images, labels), repeat),
                     "eval": lambda: timed(evaluate, 1) * EVAL_EXAMPLES / measured}
@@ -185,7 +187,8 @@ def lenet_round(percent: float, iterations: int) -> Callable[[], np.ndarray]:
     fastest of each segment over passes is that segment's time on a quiet machine (a noisy
     burst of seconds on a shared machine spoils a whole slice, not every pass of a segment)."""
     g = torch.Generator().manual_seed(0)
-    splits = {name: train.Split(torch.randn(n, 1, 28, 28, generator=g), torch.randint(0, 10, (n,), generator=g))
+    shape, classes = SHAPES["lenet_300_100"], CLASSES["lenet_300_100"]
+    splits = {name: train.Split(torch.randn(n, *shape, generator=g), torch.randint(0, classes, (n,), generator=g))
               for name, n in (("train", 55_000), ("validation", 5_000), ("test", 10_000))}
     params = train.TrainParams(lr=1.2e-3, batch_size=BATCH, iterations=iterations, eval_every=100)
 
@@ -201,7 +204,8 @@ def lenet_round(percent: float, iterations: int) -> Callable[[], np.ndarray]:
 def compile_times(repeat: int) -> dict:
     model, mask, _ = masked_model("lenet_300_100", 100.0)
     step = torch.compile(obvious_step(model, mask))
-    images, labels = torch.randn(BATCH, 1, 28, 28), torch.randint(0, 10, (BATCH,))
+    images = torch.randn(BATCH, *SHAPES["lenet_300_100"])
+    labels = torch.randint(0, CLASSES["lenet_300_100"], (BATCH,))
     try:
         start = time.perf_counter()
         step(images, labels)
@@ -280,7 +284,7 @@ def main() -> None:
     torch.manual_seed(0)
 
     lenet = "lenet_300_100" in args.models
-    slice_its, its = args.slice, PAPER_ITERATIONS["lenet_300_100"]
+    slice_its, its = args.slice, ARCHITECTURES["lenet_300_100"].paper_iterations
     # floors: the issue's nine products a step and the eight the step computes
     floors = {n: lenet_matmul_floor(args.repeat * 5, first_input_grad=n == 9) for n in (9, 8)}
     flops = {n: floor_flops for n, (_, floor_flops) in floors.items()}

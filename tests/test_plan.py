@@ -124,3 +124,18 @@ def test_prune_reset_shuffle_and_reinit_do_not_import_torch(tmp_path, tiny_param
     result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "t.safetensors").exists()
+
+
+def test_figure_specs_name_their_experiments_and_files(tiny_params):
+    base = tiny_params["experiments"]["tiny"]
+    tiny_params["experiments"]["oneshot"] = dict(base, prune={**base["prune"], "schedule": "one_shot"})
+    tiny_params["experiments"]["small"] = dict(base, prune={**base["prune"], "criterion": "small_final"})
+    specs = {s.name: s for s in plan.figure_specs(from_dict(tiny_params))}
+    assert list(specs) == ["fig1_mnist", "fig3_tiny", "fig4_mnist_lenet_300_100", "zhou_criterion_mnist_lenet_300_100"]
+    # Frankle & Carbin's figures show their algorithm only; Fig. 1 its iterative lineages
+    assert specs["fig1_mnist"].members == ("tiny",)
+    assert specs["fig4_mnist_lenet_300_100"].members == ("tiny", "oneshot")
+    comparison = specs["zhou_criterion_mnist_lenet_300_100"]
+    assert (comparison.kind, comparison.varied, comparison.members) == ("zhou_comparison", "criterion",
+                                                                        ("tiny", "small"))
+    assert plan.figure_files(from_dict(tiny_params))[0] == "results/figures/fig1_mnist.png"

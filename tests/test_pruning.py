@@ -144,9 +144,9 @@ def test_every_criterion_hits_the_same_per_layer_counts(criterion):
 @pytest.mark.parametrize("model, conv_rate, total, points, tolerance", [
     ("conv2", 0.10, 4_300_992, {11: 8.8, 14: 4.6}, 0.0),
     ("conv4", 0.10, 2_425_024, {11: 11.1, 12: 9.2}, 0.0),
-    # papers.md gives 26.4% at round 7 and 15.1% at 10. The paper's architecture table gives
-    # 2,261,184 weights (50.6% of them in convs) and 26.6% / 15.3%: the transcribed points
-    # match a conv rate of 15.2% rather than 15%. We keep the paper's stated 15%.
+    # The report's points for Conv-6 (report.PAPER_POINTS) are 26.4% at round 7 and 15.1% at 10.
+    # The paper's architecture table gives 2,261,184 weights (50.6% of them in convs) and 26.6% /
+    # 15.3%: those points match a conv rate of 15.2% rather than 15%. We keep the paper's stated 15%.
     ("conv6", 0.15, 2_261_184, {7: 26.4, 10: 15.1}, 0.25),
 ])
 def test_conv_weight_counts_and_ladders(model, conv_rate, total, points, tolerance):

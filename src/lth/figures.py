@@ -88,31 +88,24 @@ def panels(data: pd.DataFrame, quantities: list[str], hue: str, title: str) -> p
     return fig
 
 
-def frankle_carbin(rounds: pd.DataFrame) -> pd.DataFrame:
-    """The rows of Frankle & Carbin's algorithm (Zhou et al.'s variations are drawn apart)."""
-    return rounds[(rounds[list(plan.ZHOU_BASE)] == pd.Series(plan.ZHOU_BASE)).all(axis=1)]
+def tickets_and_reinit(rounds: pd.DataFrame, spec: plan.FigureSpec) -> pd.DataFrame:
+    return rounds[rounds.experiment.isin(spec.members) & rounds.branch.isin(["ticket", "reinit"])]
 
 
-def fig1(rounds: pd.DataFrame, dataset: str) -> plt.Figure:
-    rounds = frankle_carbin(rounds)
-    data = rounds[(rounds.dataset == dataset) & (rounds.schedule == "iterative")
-                  & rounds.branch.isin(["ticket", "reinit"])]
-    return panels(data, ["early_stop_iteration", "early_stop_test_accuracy"], "experiment",
-                  f"{dataset}: winning tickets vs random reinit")
+def fig1(rounds: pd.DataFrame, spec: plan.FigureSpec) -> plt.Figure:
+    return panels(tickets_and_reinit(rounds, spec), ["early_stop_iteration", "early_stop_test_accuracy"],
+                  "experiment", f"{spec.dataset}: winning tickets vs random reinit")
 
 
-def fig4(rounds: pd.DataFrame, dataset: str, model: str) -> plt.Figure:
-    rounds = frankle_carbin(rounds)
-    data = rounds[(rounds.dataset == dataset) & (rounds.model == model)].copy()
+def fig4(rounds: pd.DataFrame, spec: plan.FigureSpec) -> plt.Figure:
+    data = rounds[rounds.experiment.isin(spec.members)].copy()
     data["line"] = data.apply(line_label, axis=1)
-    return panels(data, list(QUANTITIES), "line", f"{model} on {dataset}")
+    return panels(data, list(QUANTITIES), "line", f"{spec.model} on {spec.dataset}")
 
 
-def fig5(rounds: pd.DataFrame, dataset: str) -> plt.Figure:
-    rounds = frankle_carbin(rounds)
-    data = rounds[(rounds.dataset == dataset) & (rounds.schedule == "iterative")
-                  & rounds.model.str.startswith("conv") & rounds.branch.isin(["ticket", "reinit"])]
-    return panels(data, list(QUANTITIES), "model", f"Conv-2/4/6 on {dataset}, tickets vs reinit")
+def fig5(rounds: pd.DataFrame, spec: plan.FigureSpec) -> plt.Figure:
+    return panels(tickets_and_reinit(rounds, spec), list(QUANTITIES), "model",
+                  f"Conv-2/4/6 on {spec.dataset}, tickets vs reinit")
 
 
 def nearest_rounds(percent_by_round: pd.Series, wanted: list[float]) -> list[int]:
@@ -124,7 +117,8 @@ def nearest_rounds(percent_by_round: pd.Series, wanted: list[float]) -> list[int
     return chosen
 
 
-def fig3(rounds: pd.DataFrame, curves: pd.DataFrame, experiment: str, wanted: list[float]) -> plt.Figure:
+def fig3(rounds: pd.DataFrame, curves: pd.DataFrame, spec: plan.FigureSpec, wanted: list[float]) -> plt.Figure:
+    (experiment,) = spec.members
     mine = curves[(curves.experiment == experiment) & (curves.iteration > 0)]
     by_round = rounds[rounds.experiment == experiment].groupby("round")["percent_remaining"].first()
     chosen = nearest_rounds(by_round, wanted)
@@ -156,10 +150,11 @@ def palette(n: int) -> list:
     return sns.color_palette("tab10" if n <= 10 else "tab20", n)
 
 
-def zhou_comparison(rounds: pd.DataFrame, varied: str, members: list[str]) -> plt.Figure:
+def zhou_comparison(rounds: pd.DataFrame, spec: plan.FigureSpec) -> plt.Figure:
     """Zhou et al. Fig. 2/3 style: test accuracy at early stop (and the early-stop
     iteration) vs percent remaining, one line per value of the varied part."""
-    data = rounds[rounds.experiment.isin(members) & (rounds.branch == "ticket")].copy()
+    varied = spec.varied
+    data = rounds[rounds.experiment.isin(spec.members) & (rounds.branch == "ticket")].copy()
     order = list(dict.fromkeys(data[varied]))
     dashes = {v: (5, 3) if varied == "kept" and v in RANDOM_SIGNS else "" for v in order}
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.4))
@@ -174,18 +169,17 @@ def zhou_comparison(rounds: pd.DataFrame, varied: str, members: list[str]) -> pl
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 5), frameon=False, fontsize="small")
     n = data["seed"].nunique()
-    first = data.iloc[0]
-    fig.suptitle(f"{first.model} on {first.dataset}: {plan.ZHOU_TITLES[varied]}"
+    fig.suptitle(f"{spec.model} on {spec.dataset}: {plan.ZHOU_TITLES[varied]}"
                  + (", random signs dashed" if varied == "kept" else "")
                  + f"\n(mean of {n} trial{'s' * (n > 1)}, min-max band)", fontsize="medium")
     fig.tight_layout(rect=(0, 0.12, 1, 1))
     return fig
 
 
-def zhou_untrained(untrained: pd.DataFrame, dataset: str, model: str) -> plt.Figure:
+def zhou_untrained(untrained: pd.DataFrame, spec: plan.FigureSpec) -> plt.Figure:
     """Zhou et al. Fig. 5 style: test accuracy of the untrained network under each
     criterion's mask vs percent remaining; one panel per mask-1 action."""
-    data = untrained[(untrained.dataset == dataset) & (untrained.model == model)]
+    data = untrained[untrained.experiment.isin(spec.members)]
     actions = list(dict.fromkeys(data.action))
     criteria = list(dict.fromkeys(data.criterion))
     fig, axes = plt.subplots(1, len(actions), figsize=(6 * len(actions), 4.6), squeeze=False, sharey=True)
@@ -200,7 +194,8 @@ def zhou_untrained(untrained: pd.DataFrame, dataset: str, model: str) -> plt.Fig
         ax.get_legend().remove()
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 5), frameon=False, fontsize="small")
-    fig.suptitle(f"{model} on {dataset}: supermasks (one-shot masks on theta_0, no training)", fontsize="medium")
+    fig.suptitle(f"{spec.model} on {spec.dataset}: supermasks (one-shot masks on theta_0, no training)",
+                 fontsize="medium")
     fig.tight_layout(rect=(0, 0.16, 1, 1))
     return fig
 
@@ -218,26 +213,21 @@ def save(fig: plt.Figure, out_dir: Path, name: str, params: FigureParams) -> lis
     return written
 
 
-def draw(name: str, p: Params, tables: dict[str, pd.DataFrame]) -> plt.Figure:
-    rounds, curves = tables["rounds"], tables["curves"]
-    comparisons = plan.zhou_comparisons(p)
-    if name in comparisons:
-        return zhou_comparison(rounds, *comparisons[name])
-    if name.startswith("zhou_untrained_"):
-        untrained = tables["untrained"]
-        dataset, model = next((d, m) for d, m in untrained[["dataset", "model"]].drop_duplicates()
-                              .itertuples(index=False) if name == f"zhou_untrained_{d}_{m}")
-        return zhou_untrained(untrained, dataset, model)
-    kind, _, rest = name.partition("_")
-    if kind == "fig1":
-        return fig1(rounds, rest)
-    if kind == "fig3":
-        return fig3(rounds, curves, rest, p.figures.curve_percents)
-    if kind == "fig5":
-        return fig5(rounds, rest)
-    dataset, model = next((d, m) for d, m in rounds[["dataset", "model"]].drop_duplicates().itertuples(index=False)
-                          if rest == f"{d}_{m}")
-    return fig4(rounds, dataset, model)
+def draw(spec: plan.FigureSpec, p: Params, tables: dict[str, pd.DataFrame]) -> plt.Figure:
+    rounds = tables["rounds"]
+    if spec.kind == "fig1":
+        return fig1(rounds, spec)
+    if spec.kind == "fig3":
+        return fig3(rounds, tables["curves"], spec, p.figures.curve_percents)
+    if spec.kind == "fig4":
+        return fig4(rounds, spec)
+    if spec.kind == "fig5":
+        return fig5(rounds, spec)
+    if spec.kind == "zhou_comparison":
+        return zhou_comparison(rounds, spec)
+    if spec.kind == "zhou_untrained":
+        return zhou_untrained(tables["untrained"], spec)
+    raise ValueError(f"unknown figure kind {spec.kind!r}")
 
 
 def run(p: Params, tables: Path, out_dir: Path) -> list[Path]:
@@ -245,6 +235,6 @@ def run(p: Params, tables: Path, out_dir: Path) -> list[Path]:
     frames = {Path(t).stem: read(tables / t, "aggregate", pd.read_csv) for t in plan.TABLES}
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    for name in plan.figure_names(p):
-        written += save(draw(name, p, frames), out_dir, name, p.figures)
+    for spec in plan.figure_specs(p):
+        written += save(draw(spec, p, frames), out_dir, spec.name, p.figures)
     return written

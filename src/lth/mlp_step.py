@@ -60,10 +60,10 @@ PAD_WIDTH = 8
 
 def supports(model: nn.Module, mask: dict[str, torch.Tensor]) -> bool:
     """A plain stack of Linear layers with ReLU and no dropout (LeNet-300-100), every weight masked."""
-    from lth.models import LeNet300100
+    from lth.models import Network
 
-    return (type(model) is LeNet300100 and model.dropout.p == 0.0
-            and set(mask) == {"fc1.weight", "fc2.weight", "output.weight"})
+    return (type(model) is Network and not model.conv_names and model.fc_names == ["fc1", "fc2"]
+            and model.dropout.p == 0.0 and set(mask) == {"fc1.weight", "fc2.weight", "output.weight"})
 
 
 def csr(crow: torch.Tensor, col: torch.Tensor, values: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:

@@ -1,75 +1,45 @@
-"""Architectures, registered in a plain dict, and their initialization (theta_0).
+"""The torch models of the architectures in `architectures`, and their initialization (theta_0).
 
 Layer names carry their kind for pruning: `conv*`, `fc*`, and `output` for the last.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable
-from functools import partial
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lth import LthError
+from lth import LthError, architectures
 
 
-class LeNet300100(nn.Module):
-    """LeNet-300-100: 784-300-100-10 fully connected, ReLU (Frankle & Carbin, Fig. 2)."""
+class Network(nn.Module):
+    """LeNet-300-100 and Conv-2/4/6 (Frankle & Carbin, Fig. 2), built from their layers in
+    `architectures`: 3x3 convs (ReLU, 'same' padding) with 2x2 max-pooling after each pair,
+    then fully connected layers (ReLU, dropout) and the output layer."""
 
-    def __init__(self, input_shape: tuple[int, ...] = (1, 28, 28), num_classes: int = 10,
-                 dropout: float = 0.0):
+    def __init__(self, name: str, input_shape: tuple[int, ...], num_classes: int, dropout: float = 0.0):
         super().__init__()
-        self.fc1 = nn.Linear(math.prod(input_shape), 300)
-        self.fc2 = nn.Linear(300, 100)
-        self.output = nn.Linear(100, num_classes)
+        self.conv_names, self.fc_names = [], []  # in the order the input passes them
+        for layer in architectures.layers(name, input_shape, num_classes):
+            if layer.kind == "conv":
+                module = nn.Conv2d(layer.inputs, layer.outputs, architectures.KERNEL,
+                                   padding=architectures.KERNEL // 2)
+                self.conv_names.append(layer.name)
+            else:
+                module = nn.Linear(layer.inputs, layer.outputs)
+                self.fc_names += [layer.name] if layer.kind == "fc" else []
+            self.add_module(layer.name, module)
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.flatten(1)
-        x = self.dropout(torch.relu(self.fc1(x)))
-        x = self.dropout(torch.relu(self.fc2(x)))
-        return self.output(x)
-
-
-class ConvNet(nn.Module):
-    """Conv-2/4/6 (Frankle & Carbin, Fig. 2): pairs of 3x3 convs (ReLU, 'same' padding), each
-    pair followed by 2x2 max-pooling, then fc 256-256-10. Built for any input shape."""
-
-    def __init__(self, widths: tuple[int, ...], input_shape: tuple[int, ...] = (3, 32, 32),
-                 num_classes: int = 10, dropout: float = 0.0):
-        super().__init__()
-        channels, height, width = input_shape
-        for i, out in enumerate(widths):
-            self.add_module(f"conv{i + 1}", nn.Conv2d(channels, out, 3, padding=1))
-            channels = out
-        self.n_convs = len(widths)
-        pools = len(widths) // 2
-        flat = channels * (height >> pools) * (width >> pools)
-        self.fc1 = nn.Linear(flat, 256)
-        self.fc2 = nn.Linear(256, 256)
-        self.output = nn.Linear(256, num_classes)
-        self.dropout = nn.Dropout(dropout)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for i in range(self.n_convs):
-            x = torch.relu(getattr(self, f"conv{i + 1}")(x))
+        for i, name in enumerate(self.conv_names):
+            x = torch.relu(getattr(self, name)(x))
             if i % 2 == 1:
                 x = F.max_pool2d(x, 2)
         x = x.flatten(1)
-        x = self.dropout(torch.relu(self.fc1(x)))
-        x = self.dropout(torch.relu(self.fc2(x)))
+        for name in self.fc_names:
+            x = self.dropout(torch.relu(getattr(self, name)(x)))
         return self.output(x)
-
-
-MODELS: dict[str, Callable[..., nn.Module]] = {
-    "lenet_300_100": LeNet300100,
-    "conv2": partial(ConvNet, (64, 64)),
-    "conv4": partial(ConvNet, (64, 64, 128, 128)),
-    "conv6": partial(ConvNet, (64, 64, 128, 128, 256, 256)),
-}
 
 
 class ModelError(LthError, ValueError):
@@ -77,9 +47,9 @@ class ModelError(LthError, ValueError):
 
 
 def build(name: str, input_shape: tuple[int, ...], num_classes: int, dropout: float = 0.0) -> nn.Module:
-    if name not in MODELS:
-        raise ModelError(f"unknown model {name!r}; known models: {', '.join(sorted(MODELS))}")
-    return MODELS[name](input_shape=input_shape, num_classes=num_classes, dropout=dropout)
+    if name not in architectures.ARCHITECTURES:
+        raise ModelError(f"unknown model {name!r}; known models: {', '.join(sorted(architectures.ARCHITECTURES))}")
+    return Network(name, input_shape, num_classes, dropout)
 
 
 def initialize(model: nn.Module, seed: int) -> nn.Module:
@@ -111,11 +81,7 @@ def load_arrays_into(model: nn.Module, arrays: dict) -> nn.Module:
     return model
 
 
-# Input shape and number of classes per dataset, so theta_0 can be made before the data.
-DATASETS = {"mnist": ((1, 28, 28), 10), "fashion_mnist": ((1, 28, 28), 10), "cifar10": ((3, 32, 32), 10)}
-
-
 def make_theta0(model_name: str, dataset: str, seed: int) -> dict:
-    """theta_0 for (model, dataset, seed) as numpy arrays."""
-    input_shape, classes = DATASETS[dataset]
-    return state_arrays(initialize(build(model_name, input_shape, classes), seed))
+    """theta_0 for (model, dataset, seed) as numpy arrays (from the dataset's shape, before the data)."""
+    shape, classes = architectures.input_shape(dataset), architectures.num_classes(dataset)
+    return state_arrays(initialize(build(model_name, shape, classes), seed))

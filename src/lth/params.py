@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from lth import LthError
+from lth import LthError, architectures
 
 SCHEMA_PATH = Path(__file__).with_name("params.schema.yaml")
 
@@ -214,11 +214,12 @@ def validate(raw: dict[str, Any], source: str | Path = "params.yaml") -> None:
                 f"{where}.train.eval_every = {e['train']['eval_every']} is larger than "
                 f"train.iterations = {e['train']['iterations']}; it must be at most the number of iterations"
             )
-        if e["model"]["name"].startswith("conv") and "conv" not in e["prune"]["rates"]:
+        has_convs = bool(architectures.ARCHITECTURES[e["model"]["name"]].convs)
+        if has_convs and "conv" not in e["prune"]["rates"]:
             raise ParamsError(f"{where}.prune.rates.conv is missing; model {e['model']['name']} "
                               "has conv layers and needs a rate for them (paper: 0.1 or 0.15)")
         untrained = (e.get("supermask") or {}).get("untrained")
-        if untrained and e["model"]["name"].startswith("conv") and "conv" not in untrained["rates"]:
+        if untrained and has_convs and "conv" not in untrained["rates"]:
             raise ParamsError(f"{where}.supermask.untrained.rates.conv is missing; model {e['model']['name']} "
                               "has conv layers and needs a rate for them")
         learned = (e.get("supermask") or {}).get("learned")
@@ -288,36 +289,17 @@ def check_local_dirs(raw: dict[str, Any], source: str | Path) -> None:
                               f"{', '.join(missing)} (plain or .gz, dash or dot names)")
 
 
-INPUT_SHAPES = {"mnist": (1, 28, 28), "fashion_mnist": (1, 28, 28), "cifar10": (3, 32, 32)}
-CONV_WIDTHS = {"conv2": (64, 64), "conv4": (64, 64, 128, 128), "conv6": (64, 64, 128, 128, 256, 256)}
-
-
-def prunable_layers(model: str, dataset: str) -> list[tuple[str, str, int]]:
-    """(name, kind, weights) of a model's prunable layers, without building it (no torch)."""
-    channels, height, width = INPUT_SHAPES[dataset]
-    if model == "lenet_300_100":
-        return [("fc1", "fc", channels * height * width * 300), ("fc2", "fc", 300 * 100),
-                ("output", "output", 100 * 10)]
-    layers = []
-    for i, out in enumerate(CONV_WIDTHS[model]):
-        layers.append((f"conv{i + 1}", "conv", channels * out * 9))
-        channels = out
-    pools = len(CONV_WIDTHS[model]) // 2
-    flat = channels * (height >> pools) * (width >> pools)
-    return layers + [("fc1", "fc", flat * 256), ("fc2", "fc", 256 * 256), ("output", "output", 256 * 10)]
-
-
 def check_rounds(where: str, e: dict[str, Any]) -> None:
     """Layerwise pruning must leave every pruned layer at least one weight in the last round."""
     from lth.pruning import survivors
 
     rates, rounds = e["prune"]["rates"], e["prune"]["rounds"]
-    for name, kind, size in prunable_layers(e["model"]["name"], e["dataset"]):
-        rate = rates.get(kind, 0.0)
+    for layer in architectures.dataset_layers(e["model"]["name"], e["dataset"]):
+        size, rate = layer.weights, rates.get(layer.kind, 0.0)
         if rate and survivors(size, rate, rounds) < 1:
             most = max(k for k in range(rounds) if survivors(size, rate, k) >= 1)
             raise ParamsError(
-                f"{where}.prune.rounds = {rounds} is more than the weights allow: layer {name} ({size} "
+                f"{where}.prune.rounds = {rounds} is more than the weights allow: layer {layer.name} ({size} "
                 f"weights, rate {rate}) has none left after round {most + 1}; use at most {most} rounds "
                 "or a smaller rate")
 

@@ -103,22 +103,10 @@ RESULTS = "results"
 TABLES = ("rounds.csv", "curves.csv", "untrained.csv", "supermask.csv")
 
 
-def figure_names(p: Params) -> list[str]:
-    # Frankle & Carbin's figures show their algorithm's lineages; Zhou's show the variations
-    exps = [e for e in p.experiments.values() if zhou_attributes(e) == ZHOU_BASE]
-    iterative = [e for e in exps if e.prune.schedule == "iterative" and e.prune.rounds > 0]
-    names = [f"fig1_{d}" for d in dict.fromkeys(e.dataset for e in iterative)]
-    names += [f"fig3_{e.name}" for e in iterative]
-    names += [f"fig4_{d}_{m}" for d, m in dict.fromkeys((e.dataset, e.model.name) for e in exps
-                                                        if e.prune.rounds > 0)]
-    names += [f"fig5_{d}" for d in dict.fromkeys(e.dataset for e in iterative
-                                                 if e.model.name.startswith("conv"))]
-    return names + list(zhou_comparisons(p)) + untrained_figures(p)
-
-
 # Zhou et al. vary one part of Frankle & Carbin's algorithm at a time; each comparison holds
 # the other two parts at Frankle & Carbin's choice.
 ZHOU_BASE = {"criterion": "large_final", "kept": "original", "pruned": "zero"}
+# The parts in words, for the figures' titles and the report's headings (both read the plan).
 ZHOU_TITLES = {"criterion": "mask criteria", "kept": "mask-1 actions (what kept weights start from)",
                "pruned": "mask-0 actions (what pruned weights do)"}
 
@@ -127,29 +115,66 @@ def zhou_attributes(e: Experiment) -> dict[str, str]:
     return {"criterion": e.prune.criterion, "kept": e.reset.kept, "pruned": e.reset.pruned}
 
 
-def zhou_comparisons(p: Params) -> dict[str, tuple[str, list[str]]]:
-    """figure name -> (the attribute it varies, the experiments in it), for every
-    (dataset, model) whose experiments vary that attribute with the other two at the base."""
-    out = {}
-    pairs = dict.fromkeys((e.dataset, e.model.name) for e in p.experiments.values() if e.prune.rounds > 0)
-    for dataset, model in pairs:
+@dataclass(frozen=True)
+class FigureSpec:
+    """A figure to draw: its kind, the dataset (and model) it is about, and the experiments
+    it shows. Titles are the figures stage's; the file name follows from the spec.
+
+    kinds: fig1, fig3 (one experiment's curves), fig4, fig5 (Frankle & Carbin's figures),
+    zhou_comparison (`varied`: the part of Zhou's decomposition it varies), zhou_untrained.
+    """
+
+    kind: str
+    dataset: str
+    model: str | None  # None for the figures that span models (fig1, fig5)
+    members: tuple[str, ...]  # experiment names
+    varied: str | None = None
+
+    @property
+    def name(self) -> str:
+        if self.kind == "fig3":
+            return f"fig3_{self.members[0]}"
+        kind = f"zhou_{self.varied}" if self.kind == "zhou_comparison" else self.kind
+        return "_".join(x for x in (kind, self.dataset, self.model) if x is not None)
+
+
+def figure_specs(p: Params) -> list[FigureSpec]:
+    """Frankle & Carbin's figures of their algorithm's lineages, then Zhou's comparisons of
+    the variations, then the untrained supermasks."""
+    exps = p.experiments.values()
+    frankle = [e for e in exps if zhou_attributes(e) == ZHOU_BASE]
+    iterative = [e for e in frankle if e.prune.schedule == "iterative"]
+    convs = [e for e in iterative if e.model.name.startswith("conv")]
+    untrained = [e for e in exps if e.supermask.untrained]
+    return (by_dataset("fig1", iterative)
+            + [FigureSpec("fig3", e.dataset, e.model.name, (e.name,)) for e in iterative]
+            + by_dataset("fig4", frankle, per_model=True) + by_dataset("fig5", convs)
+            + zhou_comparisons(p) + by_dataset("zhou_untrained", untrained, per_model=True))
+
+
+def by_dataset(kind: str, exps: list[Experiment], per_model: bool = False) -> list[FigureSpec]:
+    """A figure per dataset (or per dataset and model) of these experiments, showing them all."""
+    key = (lambda e: (e.dataset, e.model.name)) if per_model else (lambda e: (e.dataset, None))
+    return [FigureSpec(kind, dataset, model, tuple(e.name for e in exps if key(e) == (dataset, model)))
+            for dataset, model in dict.fromkeys(map(key, exps))]
+
+
+def zhou_comparisons(p: Params) -> list[FigureSpec]:
+    """For every (dataset, model): a comparison per part that its iterative experiments vary
+    with the other two parts at the base."""
+    out = []
+    for dataset, model in dict.fromkeys((e.dataset, e.model.name) for e in p.experiments.values()):
         for varied in ZHOU_BASE:
-            members = [e.name for e in p.experiments.values()
+            members = [e for e in p.experiments.values()
                        if (e.dataset, e.model.name) == (dataset, model) and e.prune.schedule == "iterative"
                        and all(v == ZHOU_BASE[k] for k, v in zhou_attributes(e).items() if k != varied)]
-            values = {zhou_attributes(p.experiments[n])[varied] for n in members}
-            if len(values) > 1:
-                out[f"zhou_{varied}_{dataset}_{model}"] = (varied, members)
+            if len({zhou_attributes(e)[varied] for e in members}) > 1:
+                out.append(FigureSpec("zhou_comparison", dataset, model, tuple(e.name for e in members), varied))
     return out
 
 
-def untrained_figures(p: Params) -> list[str]:
-    return [f"zhou_untrained_{d}_{m}" for d, m in dict.fromkeys(
-        (e.dataset, e.model.name) for e in p.experiments.values() if e.supermask.untrained)]
-
-
 def figure_files(p: Params) -> list[str]:
-    return [f"{RESULTS}/figures/{n}.{fmt}" for n in figure_names(p) for fmt in p.figures.formats]
+    return [f"{RESULTS}/figures/{f.name}.{fmt}" for f in figure_specs(p) for fmt in p.figures.formats]
 
 
 # ---- stage templates -------------------------------------------------------------
@@ -185,11 +210,13 @@ TEMPLATES = {
                  outs=("{raw}", "{prepared}")),
         Template("init", "lth init --params {params_file} --experiment {experiment} --seed {seed} "
                          "--out {theta0} --mask {mask}",
-                 code=("models.py", "masks.py", "artifacts.py"), params=(f"{EXP}.model", f"{EXP}.dataset"),
+                 code=("models.py", "architectures.py", "masks.py", "artifacts.py"),
+                 params=(f"{EXP}.model", f"{EXP}.dataset"),
                  outs=("{theta0}", "{mask}"), metrics=("{sparsity}",)),
         Template("train", "lth train --params {params_file} --experiment {experiment} --seed {seed} "
                           "--data {prepared} --ticket {ticket} --mask {mask} --out {dir}",
-                 code=("train.py", "mlp_step.py", "models.py", "masks.py", "provenance.py", "artifacts.py"),
+                 code=("train.py", "mlp_step.py", "models.py", "architectures.py", "masks.py", "provenance.py",
+                       "artifacts.py"),
                  params=(*COMPUTE, f"{EXP}.model", f"{EXP}.train", f"{EXP}.reset.rewind_iteration"),
                  deps=("{prepared}", "{ticket}", "{mask}"),
                  outs=("{dir}/trained.safetensors", "{dir}/rewind.safetensors", "{dir}/curve.csv"),
@@ -212,13 +239,14 @@ TEMPLATES = {
                  deps=("{ticket_mask}",), outs=("{mask}",), metrics=("{sparsity}",)),
         Template("untrained", "lth untrained --params {params_file} --experiment {experiment} --seed {seed} "
                               "--data {prepared} --theta0 {theta0} --trained {trained} --out {table}",
-                 code=("supermask.py", "train.py", "pruning.py", "reset.py", "models.py", "masks.py",
-                       "artifacts.py"),
+                 code=("supermask.py", "train.py", "pruning.py", "reset.py", "models.py", "architectures.py",
+                       "masks.py", "artifacts.py"),
                  params=(*COMPUTE, f"{EXP}.model", f"{EXP}.prune.scope", f"{EXP}.supermask.untrained"),
                  deps=("{prepared}", "{theta0}", "{trained}"), outs=("{table}",)),
         Template("supermask", "lth supermask --params {params_file} --experiment {experiment} --seed {seed} "
                               "--data {prepared} --theta0 {theta0} --out {dir}",
-                 code=("supermask.py", "train.py", "reset.py", "models.py", "masks.py", "artifacts.py"),
+                 code=("supermask.py", "train.py", "reset.py", "models.py", "architectures.py", "masks.py",
+                       "artifacts.py"),
                  params=(*COMPUTE, f"{EXP}.model", f"{EXP}.supermask.learned"),
                  deps=("{prepared}", "{theta0}"),
                  outs=("{dir}/scores.safetensors", "{dir}/curve.csv"), metrics=("{dir}/metrics.json",)),
@@ -229,7 +257,8 @@ TEMPLATES = {
                  code=("figures.py", "plan.py", "artifacts.py"), params=("figures", "experiments"),
                  deps=tuple(f"{{results}}/{t}" for t in TABLES), outs=("{figures}",)),
         Template("report", "lth report --params {params_file} --results {results} --out {results}/report.md",
-                 code=("report.py", "plan.py", "artifacts.py"), params=("seeds", "runtime", "experiments"),
+                 code=("report.py", "architectures.py", "plan.py", "artifacts.py"),
+                 params=("seeds", "runtime", "experiments"),
                  deps=("{results}/rounds.csv", "{results}/untrained.csv", "{results}/supermask.csv"),
                  outs=("{results}/report.md",)),
     )

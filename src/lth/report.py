@@ -10,11 +10,11 @@ from pathlib import Path
 import pandas as pd
 
 from lth import __version__, plan
+from lth.architectures import ARCHITECTURES
 from lth.artifacts import read, write_text
 from lth.params import Experiment, Params
 
-# Frankle & Carbin (ICLR 2019), as transcribed in ../shared/reference/papers.md.
-PAPER_ITERATIONS = {"lenet_300_100": 50_000, "conv2": 20_000, "conv4": 25_000, "conv6": 30_000}
+# Frankle & Carbin (ICLR 2019, arXiv 1803.03635).
 PAPER_HEADLINES = {
     "lenet_300_100": "dense just over 98% test accuracy; at 21% remaining early stopping 38% earlier; "
                      "+0.3 points at 13.5%; back to the dense accuracy at 3.6%; random reinit below "
@@ -66,7 +66,7 @@ PAPER_POINTS = {
 }
 
 
-# Zhou, Lan, Liu & Yosinski (NeurIPS 2019), as transcribed in ../shared/reference/papers.md.
+# Zhou, Lan, Liu & Yosinski (NeurIPS 2019, arXiv 1905.01067).
 ZHOU_PAPER = {
     "criterion": "large_final and magnitude_increase are the best criteria; the small_* criteria the worst",
     "kept": "the kept weights train well from any values that keep their original signs; with random "
@@ -125,7 +125,7 @@ def experiment_section(e: Experiment, rounds: pd.DataFrame) -> list[str]:
     lines = [f"## {e.name}: {e.model.name} on {e.dataset}",
              "",
              f"{e.prune.schedule} {e.prune.scope} pruning, rates {e.prune.rates}, "
-             f"{e.train.iterations} iterations per round (paper: {PAPER_ITERATIONS[e.model.name]}), "
+             f"{e.train.iterations} iterations per round (paper: {ARCHITECTURES[e.model.name].paper_iterations}), "
              f"reset to {'theta_0' if e.reset.rewind_iteration == 0 else f'iteration {e.reset.rewind_iteration}'}"
              f"; controls: {', '.join(e.controls) or 'none'}. Means over {rounds.seed.nunique()} trial(s).",
              "", markdown_table(table), ""]
@@ -195,9 +195,10 @@ def pct(v: float) -> str:
     return f"{100 * v:.2f}"
 
 
-def comparison_section(rounds: pd.DataFrame, name: str, varied: str, members: list[str]) -> list[str]:
+def comparison_section(rounds: pd.DataFrame, spec: plan.FigureSpec) -> list[str]:
     """Each member at the round nearest ZHOU_TARGET% remaining, best first."""
-    data = rounds[rounds.experiment.isin(members) & (rounds.branch == "ticket")]
+    varied = spec.varied
+    data = rounds[rounds.experiment.isin(spec.members) & (rounds.branch == "ticket")]
     per = data.groupby(["experiment", "round"]).agg(
         value=(varied, "first"), percent=("percent_remaining", "mean"), acc=("early_stop_test_accuracy", "mean"),
         acc_min=("early_stop_test_accuracy", "min"), acc_max=("early_stop_test_accuracy", "max"),
@@ -210,7 +211,7 @@ def comparison_section(rounds: pd.DataFrame, name: str, varied: str, members: li
         "test acc. at early stop": at.acc.map(pct),
         "min-max over trials": [f"{pct(a)}-{pct(b)}" for a, b in zip(at.acc_min, at.acc_max, strict=True)],
         "early stop it.": at.stop.map(lambda v: f"{v:.0f}")})
-    return [f"### {name}: {plan.ZHOU_TITLES[varied]} at about {ZHOU_TARGET}% remaining", "",
+    return [f"### {spec.name}: {plan.ZHOU_TITLES[varied]} at about {ZHOU_TARGET}% remaining", "",
             f"Paper: {ZHOU_PAPER[varied]}.", "",
             f"Ours (dense round 0: {pct(dense)}%; {data.seed.nunique()} trial(s)), best first:", "",
             markdown_table(table), ""]
@@ -257,8 +258,8 @@ def zhou_section(p: Params, rounds: pd.DataFrame, untrained: pd.DataFrame, learn
     if not comparisons and untrained.empty and learned.empty:
         return []
     lines = ["## Deconstructing lottery tickets (Zhou et al. 2019)", ""]
-    for name, (varied, members) in comparisons.items():
-        lines += comparison_section(rounds, name, varied, members)
+    for spec in comparisons:
+        lines += comparison_section(rounds, spec)
     if not untrained.empty:
         lines += untrained_section(untrained)
     if not learned.empty:
@@ -278,7 +279,7 @@ def run(p: Params, results: Path, out: Path) -> None:
         lines += experiment_section(e, rounds)
     lines += zhou_section(p, rounds, untrained, learned)
     lines += ["## Figures", ""]
-    for name in plan.figure_names(p):
+    for name in (f.name for f in plan.figure_specs(p)):
         lines += [f"### {name}", "", f"![{name}](figures/{name}.png)" if "png" in p.figures.formats
                   else f"[{name}](figures/{name}.{p.figures.formats[0]})", ""]
     lines += ["## Deviations from the papers", "",
