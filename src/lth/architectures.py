@@ -15,12 +15,13 @@ from dataclasses import dataclass
 class Dataset:
     input_shape: tuple[int, int, int]  # channels, height, width
     classes: int
+    train_examples: int  # in the official training files, before the validation split
 
 
 DATASETS = {
-    "mnist": Dataset((1, 28, 28), 10),
-    "fashion_mnist": Dataset((1, 28, 28), 10),
-    "cifar10": Dataset((3, 32, 32), 10),
+    "mnist": Dataset((1, 28, 28), 10, 60_000),
+    "fashion_mnist": Dataset((1, 28, 28), 10, 60_000),
+    "cifar10": Dataset((3, 32, 32), 10, 50_000),
 }
 
 

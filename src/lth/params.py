@@ -242,13 +242,9 @@ def validate(raw: dict[str, Any], source: str | Path = "params.yaml") -> None:
     check_local_dirs(raw, source)
 
 
-# training examples of each dataset before the validation split (the official files)
-TRAIN_EXAMPLES = {"mnist": 60_000, "fashion_mnist": 60_000, "cifar10": 50_000}
-
-
 def check_split_sizes(where: str, e: dict[str, Any], data: dict[str, Any], source: str | Path) -> None:
     """The validation split fits in the dataset and a batch fits in the training split."""
-    n = TRAIN_EXAMPLES[e["dataset"]]
+    n = architectures.DATASETS[e["dataset"]].train_examples
     if data["validation_size"] >= n:
         raise ParamsError(f"{source}: data.validation_size = {data['validation_size']} leaves no training "
                           f"examples of {e['dataset']} ({n} in all); use fewer (paper: 5000)")
