@@ -1,25 +1,24 @@
 """A training step for LeNet-300-100 without autograd, near the matrix-product floor.
 
 The step of a fully connected ReLU network at batch 60 is small enough that autograd's
-bookkeeping costs as much as the arithmetic (benchmarks/bench.py). Here forward and
+bookkeeping costs as much as the arithmetic. What each choice below bought, measured, is in
+benchmarks/README.md ("How the LeNet step gets near the floor"). Here forward and
 backward are written out: eight matrix products (forward, weight gradient, input
 gradient per layer; the first layer's input gradient is not needed), a softmax, and
 elementwise ReLU masks, into preallocated gradient buffers; then one fused Adam step.
 All trainable tensors are views of one flat buffer (and their gradients of another), so
 that step is a single kernel over one tensor, called through the functional
-torch.optim.adam.adam without the Optimizer.step wrapper (78 against 127 us a step).
+torch.optim.adam.adam without the Optimizer.step wrapper (faster).
 
 Dense layers keep their weight transposed (in x out, contiguous): at batch 60 the
-weight-gradient product h^T g then writes its output in the order MKL writes fastest
-(fc1: 167 against 201 us on the benchmark's machine). The model's weights and biases are
-therefore stale during training: train() writes them back before snapshots, checkpoints
-and at the end, and evaluates from the step's own tensors (below). A layer whose mask
-keeps every weight skips the gradient masking.
+weight-gradient product h^T g then writes its output in the order MKL writes fastest.
+The model's weights and biases are therefore stale during training: train() writes them
+back before snapshots, checkpoints and at the end, and evaluates from the step's own
+tensors (below). A layer whose mask keeps every weight skips the gradient masking.
 
 Dense hidden layers are padded with zero units to a multiple of PAD_WIDTH outputs (fc1:
 300 to 304; the next layer gets zero input weights for them): MKL runs these products
-faster at 304 columns than at 300 (fc1's forward at batch 60: 175 against 187 us; its
-product over 15K evaluation examples: 181 against 168 GFLOP/s). The padding units stay
+faster at 304 columns than at 300, in training and in evaluation. The padding units stay
 exactly zero: their weights, bias and moments start at zero and every gradient into them
 is zero (their ReLU input is zero, so no gradient passes back through them, and their
 activations are zero, so the next layer's weights from them get none either). They are
@@ -33,12 +32,12 @@ the weight gradient a sampled product at the surviving positions only
 (torch.sparse.sampled_addmm), the input gradient a product with the transposed pattern,
 and Adam updates the surviving values only. Pruned weights are then not merely held at
 zero: they are not stored. The thresholds come from the benchmark's
-ms/iteration-vs-density curve on a 2-core CPU.
+ms/iteration-vs-density curve on the project's 2-core CPU (benchmarks/README.md).
 
 Evaluation inputs are stored features-major (features x examples): a CSR layer then
 multiplies a contiguous dense matrix, and evaluation too gets cheaper as the network gets
 sparser. A network without CSR layers evaluates examples-major on the transposed view, as
-in training (faster with the padded fc1: 44 against 47 ms for 15K examples).
+in training (faster with the padded fc1).
 
 Dense and sparse layers give the same mathematics with different float summation
 orders, so results differ from the autograd step's in the last bits; each path is
@@ -256,7 +255,7 @@ class MLPStep:
             return self.layers[-1].forward(h)
         for layer in self.layers[:-1]:
             h = layer.forward_features_major(h).relu_()
-        # contiguous: the loss and argmax over a transposed 1000 x 10 cost 16x more than this copy
+        # contiguous: the loss and argmax over a transposed 1000 x 10 cost far more than this copy
         return self.layers[-1].forward_features_major(h).t().contiguous()
 
     def write_back(self) -> None:
