@@ -1,4 +1,8 @@
-"""Shared fixtures: a tiny params dict, real MNIST acquired once per session, workspaces."""
+"""Shared fixtures: a tiny params dict, real MNIST acquired once per session, workspaces.
+
+Tiers: tests that use a fixture which downloads data are marked `network`, and tests that
+run pipelines or trainings in subprocesses are marked `pipeline` (here or in their module),
+so that `pytest -m "not pipeline and not network"` is a quick offline unit run."""
 
 from __future__ import annotations
 
@@ -34,6 +38,29 @@ TINY = {
     },
     "figures": {"formats": ["png"], "dpi": 60, "curve_percents": [100, 64.1]},
 }
+
+
+NETWORK_FIXTURES = {"mnist_dir", "fashion_dir"}
+# Tests that run trainings (or the benchmark) in subprocesses, by module: minutes, not seconds.
+SUBPROCESS_TRAININGS = {
+    "test_faults.py": {"test_a_killed_training_resumes_bit_identical", "test_a_damaged_or_foreign_checkpoint_is_ignored",
+                       "test_checkpoint_every_changes_no_result",
+                       "test_a_params_edit_while_a_stage_runs_fails_that_stage_if_it_read_the_key"},
+    "test_bench.py": {"test_benchmark_writes_its_tables"},
+}
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if NETWORK_FIXTURES & set(item.fixturenames):
+            item.add_marker(pytest.mark.network)
+        slow = SUBPROCESS_TRAININGS.get(item.path.name, set())
+        if missing := sorted(name for name in slow if not hasattr(item.module, name)):
+            raise pytest.UsageError(f"tests/conftest.py SUBPROCESS_TRAININGS names {missing}, "
+                                    f"not tests of {item.path.name}: renamed?")
+        if item.originalname in slow:
+            item.add_marker(pytest.mark.pipeline)
 
 
 @pytest.fixture
@@ -126,6 +153,18 @@ def snakemake_jobs(log: str) -> set[str]:
             continue
         outputs = re.findall(r"output: (.*)", block)[0].split(", ")
         jobs.add(stage_id_of(rule, outputs))
+    return jobs
+
+
+def snakemake_dry_run(workspace: Path, env: dict | None = None) -> dict[str, str]:
+    """{stage id: command} of every job `snakemake -n --printshellcmds` plans (as dvc names them)."""
+    result = run(["snakemake", "-n", "--printshellcmds"], workspace, env, timeout=300)
+    jobs = {}
+    for rule, block, command in re.findall(r"^(?:local)?rule (\w+):\n((?:    .*\n)*)Shell command: (.*)$",
+                                           result.stdout + result.stderr, re.M):
+        if rule != "all":
+            outputs = re.findall(r"output: (.*)", block)[0].split(", ")
+            jobs[stage_id_of(rule, outputs)] = command.split(" > logs/")[0]
     return jobs
 
 

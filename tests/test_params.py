@@ -96,9 +96,9 @@ def test_tiny_params_round_trip(tmp_path, tiny_params):
 
 @pytest.mark.parametrize("profile", sorted((REPO / "profiles").glob("*.yaml")), ids=lambda p: p.stem)
 def test_every_profile_is_valid_and_plans(profile):
-    from lth import plan
+    from lth import plan, profiles
 
-    p = load(profile)
+    p = from_dict(profiles.resolve(profile), profile)
     stages = plan.stages(p)
     assert {s.name for s in stages} >= {"data", "init", "train", "prune", "reset", "aggregate", "figures", "report"}
     assert plan.figure_files(p)

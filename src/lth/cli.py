@@ -203,6 +203,15 @@ def cmd_dvc_yaml(args) -> None:
     print(f"wrote {args.out} from {args.params}")
 
 
+def cmd_profile(args) -> None:
+    from lth import profiles
+    from lth.artifacts import write_text
+
+    path = profiles.path_of(args.name)
+    write_text(args.out, profiles.render(args.name, path, profiles.resolve(path)))
+    print(f"wrote {args.out} from {path}; next: lth dvc-yaml")
+
+
 def cmd_check(args) -> None:
     from lth import plan
 
@@ -312,6 +321,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("dvc-yaml", cmd_dvc_yaml, "generate dvc.yaml from params.yaml")
     p.add_argument("--out", default="dvc.yaml")
+
+    p = sub.add_parser("profile", help="write params.yaml from profiles/NAME.yaml, every value explicit")
+    p.add_argument("name", help="a profile: profiles/NAME.yaml, or a path to one")
+    p.add_argument("--out", default="params.yaml")
+    p.set_defaults(func=cmd_profile)
 
     p = add("check", cmd_check, "validate params.yaml and check that dvc.yaml is in sync with it")
     p.add_argument("--dvc-yaml", default="dvc.yaml")
