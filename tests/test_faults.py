@@ -12,11 +12,11 @@ import torch
 import yaml
 from conftest import BIN, TINY, Pipeline, digests, run, tool_env, write_params
 
-from lth import masks, models, pruning, reset, train
+from lth import masks, models, outputs, pruning, reset, train
 from lth.artifacts import save_arrays
 from lth.params import TrainParams
 
-OUTPUTS = ("trained.safetensors", "rewind.safetensors", "curve.csv", "metrics.json")
+OUTPUTS = outputs.names("train")
 
 
 def training(tmp_path, tiny_params, prepared, name: str, iterations: int = 3000):

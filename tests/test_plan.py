@@ -1,12 +1,13 @@
 import subprocess
 import sys
+from pathlib import PurePath
 
 import numpy as np
 import pytest
 import yaml
 from conftest import REPO
 
-from lth import LthError, plan
+from lth import LthError, outputs, plan
 from lth.artifacts import save_arrays
 from lth.params import from_dict, load
 
@@ -124,3 +125,30 @@ def test_prune_reset_shuffle_and_reinit_do_not_import_torch(tmp_path, tiny_param
     result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "t.safetensors").exists()
+
+
+def test_every_planned_output_is_in_the_output_table_under_its_stage(tiny_params):
+    """made_by, the writers and the Snakemake rules read outputs.OUTPUTS; the plan lays the
+    files out: they agree on every stage kind, and every file of the table is planned."""
+    e = tiny_params["experiments"]["tiny"]
+    e["controls"] = ["reinit", "random"]
+    e["reset"]["rewind_iteration"] = 10
+    e["supermask"] = {"untrained": {"criteria": ["large_final"], "actions": ["original"],
+                                    "rates": {"fc": 0.5, "output": 0.2}, "steps": 1},
+                      "learned": {"iterations": 20, "batch_size": 50, "lr": 100, "momentum": 0.9,
+                                  "weights": "signed_constant", "eval_every": 10, "samples": 2}}
+    planned = {}
+    for s in plan.stages(from_dict(tiny_params)):
+        for path in (*s.outs, *s.metrics):
+            assert outputs.made_by(path) == s.name, path
+            planned.setdefault(s.name, set()).add(path)
+    assert set(planned) == set(outputs.OUTPUTS)
+    for stage, ends in outputs.OUTPUTS.items():
+        for end in ends:
+            assert any(PurePath(path).match(end) for path in planned[stage]), (stage, end)
+
+
+def test_made_by_names_no_stage_for_a_file_no_stage_writes():
+    assert outputs.made_by("elsewhere/weights.safetensors") == "unknown"
+    assert outputs.made_by("out/round00/mask.safetensors") == "init"
+    assert outputs.made_by("out/round03/mask.safetensors") == "prune"

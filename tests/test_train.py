@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from lth import LthError, masks, models, pruning, reset, train
+from lth import LthError, masks, models, outputs, pruning, reset, train
 from lth.artifacts import save_arrays
 from lth.params import Experiment, ModelParams, PruneParams, ResetParams, RuntimeParams, TrainParams
 
@@ -76,7 +76,7 @@ def test_same_params_and_seed_give_bit_identical_outputs(tmp_path, prepared):
     a, _ = run_round(tmp_path, prepared, "a")
     b, _ = run_round(tmp_path, prepared, "b")
     assert digest(a) == digest(b)
-    assert set(digest(a)) == {"trained.safetensors", "rewind.safetensors", "curve.csv", "metrics.json"}
+    assert set(digest(a)) == set(outputs.names("train"))
 
 
 def test_run_writes_curve_and_metrics_and_respects_the_mask(tmp_path, prepared):

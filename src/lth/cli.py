@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from lth.plan import made_by
+from lth.outputs import made_by
 
 DESCRIPTION = """\
 Lottery tickets by iterative magnitude pruning, one pipeline stage per subcommand.
@@ -65,7 +65,7 @@ def cmd_data(args) -> None:
 
 
 def cmd_init(args) -> None:
-    from lth import masks, models
+    from lth import masks, models, outputs
     from lth.artifacts import save_arrays, write_json
 
     _, e = _experiment(args)
@@ -73,7 +73,7 @@ def cmd_init(args) -> None:
     dense = masks.dense(theta0)
     save_arrays(args.out, theta0)
     masks.save(args.mask, dense)
-    write_json(Path(args.mask).with_name("sparsity.json"), masks.report(dense))
+    write_json(Path(args.mask).with_name(outputs.SPARSITY), masks.report(dense))
     print(f"init: theta_0 of {e.model.name} (seed {args.seed}) -> {args.out}")
 
 
@@ -88,12 +88,12 @@ def cmd_train(args) -> None:
 
 
 def _write_mask(path, mask) -> None:
-    from lth import masks
+    from lth import masks, outputs
     from lth.artifacts import write_json
 
     masks.save(path, mask)
     report = masks.report(mask)
-    write_json(Path(path).with_name("sparsity.json"), report)
+    write_json(Path(path).with_name(outputs.SPARSITY), report)
     print(f"{report['percent_remaining']:.2f}% of weights remaining -> {path}")
 
 

@@ -21,10 +21,10 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from lth import masks, models, pruning, reset
+from lth import masks, models, outputs, pruning, reset
 from lth.artifacts import load_arrays, save_arrays, write_json, write_text
 from lth.params import Experiment, LearnedParams, RuntimeParams
-from lth.plan import made_by
+from lth.outputs import made_by
 from lth.train import BatchOrder, Split, curve_csv, evaluate, load_splits, progress_bar, resolve_device
 
 UNTRAINED_COLUMNS = ("seed", "criterion", "action", "steps", "percent_remaining", "validation_loss",
@@ -162,7 +162,7 @@ def learn(experiment: Experiment, runtime: RuntimeParams, data_path: Path, theta
         "early_stop_percent_expected": stop["percent_expected"],
     }
     out_dir.mkdir(parents=True, exist_ok=True)
-    save_arrays(out_dir / "scores.safetensors", {n: s.detach().cpu().numpy() for n, s in sm.scores.items()})
-    write_text(out_dir / "curve.csv", curve_csv(curve, CURVE_COLUMNS))
-    write_json(out_dir / "metrics.json", metrics)
+    save_arrays(out_dir / outputs.SCORES, {n: s.detach().cpu().numpy() for n, s in sm.scores.items()})
+    write_text(out_dir / outputs.CURVE, curve_csv(curve, CURVE_COLUMNS))
+    write_json(out_dir / outputs.METRICS, metrics)
     return metrics

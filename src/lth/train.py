@@ -27,10 +27,10 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from lth import LthError, masks, mlp_step, models, provenance
+from lth import LthError, masks, mlp_step, models, outputs, provenance
 from lth.artifacts import load_arrays, save_arrays, write_json, write_text
 from lth.params import Experiment, RuntimeParams, TrainParams
-from lth.plan import made_by
+from lth.outputs import made_by
 
 CURVE_COLUMNS = ("iteration", "train_loss", "train_accuracy", "validation_loss",
                  "validation_accuracy", "test_loss", "test_accuracy")
@@ -419,7 +419,7 @@ def run(experiment: Experiment, runtime: RuntimeParams, data_path: Path, ticket_
     model.to(device)
     mask = {n: torch.from_numpy(m).to(device=device, dtype=torch.float32) for n, m in mask_np.items()}
 
-    checkpoint = Checkpoint(out_dir / CHECKPOINT, runtime.checkpoint_every,
+    checkpoint = Checkpoint(out_dir / outputs.CHECKPOINT, runtime.checkpoint_every,
                             fingerprint(experiment, runtime, seed, normalize, data_path, ticket_path, mask_path)) \
         if runtime.checkpoint_every else None
     curve, rewind = train(model, mask, splits, experiment.train, seed,
@@ -448,16 +448,13 @@ def run(experiment: Experiment, runtime: RuntimeParams, data_path: Path, ticket_
     if any(not np.array_equal(trained[n][~m], weights[n][~m]) for n, m in mask_np.items()):
         raise AssertionError("a pruned weight moved during training")
     out_dir.mkdir(parents=True, exist_ok=True)
-    save_arrays(out_dir / "trained.safetensors", trained)
-    save_arrays(out_dir / "rewind.safetensors", rewind)
-    write_text(out_dir / "curve.csv", curve_csv(curve))
-    write_json(out_dir / "metrics.json", metrics)
+    save_arrays(out_dir / outputs.TRAINED, trained)
+    save_arrays(out_dir / outputs.REWIND, rewind)
+    write_text(out_dir / outputs.CURVE, curve_csv(curve))
+    write_json(out_dir / outputs.METRICS, metrics)
     if checkpoint:
         checkpoint.path.unlink(missing_ok=True)
     return metrics
-
-
-CHECKPOINT = "checkpoint.safetensors"
 
 
 def fingerprint(experiment: Experiment, runtime: RuntimeParams, seed: int, normalize: str, *inputs: Path) -> str:
