@@ -46,7 +46,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lth import masks, models, pruning, train
+from lth import loop, masks, models, pruning, train
 from lth.artifacts import save_arrays
 
 SHAPES = {"lenet_300_100": (1, 28, 28), "conv2": (3, 32, 32), "conv4": (3, 32, 32), "conv6": (3, 32, 32)}
@@ -163,7 +163,7 @@ def step_measurements(name: str, percent: float, repeat: int) -> tuple[float, di
     model, mask, actual = masked_model(name, percent)
     ours = train.make_step(model, mask, 1e-3)
     measured = 3_000
-    split = train.Split(torch.randn(measured, *SHAPES[name]), torch.randint(0, 10, (measured,)))
+    split = loop.Split(torch.randn(measured, *SHAPES[name]), torch.randint(0, 10, (measured,)))
     evaluate = train.evaluators(ours, model.eval(), {"validation": split, "test": split})["test"]
     measurements = {"step": lambda: timed(lambda: ours(images, labels), repeat),
                     "eval": lambda: timed(evaluate, 1) * EVAL_EXAMPLES / measured}
@@ -185,7 +185,7 @@ def lenet_round(percent: float, iterations: int) -> Callable[[], np.ndarray]:
     fastest of each segment over passes is that segment's time on a quiet machine (a noisy
     burst of seconds on a shared machine spoils a whole slice, not every pass of a segment)."""
     g = torch.Generator().manual_seed(0)
-    splits = {name: train.Split(torch.randn(n, 1, 28, 28, generator=g), torch.randint(0, 10, (n,), generator=g))
+    splits = {name: loop.Split(torch.randn(n, 1, 28, 28, generator=g), torch.randint(0, 10, (n,), generator=g))
               for name, n in (("train", 55_000), ("validation", 5_000), ("test", 10_000))}
     params = train.TrainParams(lr=1.2e-3, batch_size=BATCH, iterations=iterations, eval_every=100)
 

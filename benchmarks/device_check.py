@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lth import masks, models, pruning, supermask, train
+from lth import loop, masks, models, pruning, supermask, train
 from lth.artifacts import load_arrays, save_arrays
 from lth.params import (
     Experiment,
@@ -32,14 +32,14 @@ from lth.params import (
 )
 
 
-def synthetic(device: torch.device, shape) -> dict[str, train.Split]:
+def synthetic(device: torch.device, shape) -> dict[str, loop.Split]:
     g = torch.Generator().manual_seed(0)
     out = {}
     for name, n in (("train", 2000), ("validation", 500), ("test", 500)):
         labels = torch.randint(0, 10, (n,), generator=g)
         images = torch.randn(n, *shape, generator=g) * 0.3
         images[torch.arange(n), 0, labels, labels] += 3.0  # learnable from a few pixels
-        out[name] = train.Split(images.to(device), labels.to(device))
+        out[name] = loop.Split(images.to(device), labels.to(device))
     return out
 
 

@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 import torch
 
-from lth import masks, models, pruning, reset, supermask, train
+from lth import loop, masks, models, pruning, reset, supermask
 from lth.artifacts import load_arrays, save_arrays
 from lth.params import (
     Experiment,
@@ -55,10 +55,10 @@ def test_untrained_evaluates_every_criterion_action_and_percent(tmp_path, prepar
     mask = pruning.prune(trained, masks.dense(theta0), RATES, "large_final", initial=theta0, steps=1)
     model = models.load_arrays_into(models.build("lenet_300_100", (1, 28, 28), 10),
                                     reset.ticket(theta0, mask, "signed_constant")).eval()
-    splits = train.load_splits(prepared, torch.device("cpu"))
+    splits = loop.load_splits(prepared, torch.device("cpu"))
     row = table[(table.criterion == "large_final") & (table.action == "signed_constant") & (table.steps == 1)]
-    assert row["test_accuracy"].item() == train.evaluate(model, splits["test"])[1]
-    assert row["validation_loss"].item() == pytest.approx(train.evaluate(model, splits["validation"])[0], rel=1e-12)
+    assert row["test_accuracy"].item() == loop.evaluate(model, splits["test"])[1]
+    assert row["validation_loss"].item() == pytest.approx(loop.evaluate(model, splits["validation"])[0], rel=1e-12)
 
 
 def test_straight_through_gradient_of_a_bernoulli_mask():

@@ -23,9 +23,9 @@ from torch.func import functional_call
 
 from lth import masks, models, outputs, pruning, reset
 from lth.artifacts import load_arrays, save_arrays, write_json, write_text
-from lth.params import Experiment, LearnedParams, RuntimeParams
+from lth.loop import BatchOrder, Split, curve_csv, evaluate, load_splits, progress_bar, resolve_device
 from lth.outputs import made_by
-from lth.train import BatchOrder, Split, curve_csv, evaluate, load_splits, progress_bar, resolve_device
+from lth.params import Experiment, LearnedParams, RuntimeParams
 
 UNTRAINED_COLUMNS = ("seed", "criterion", "action", "steps", "percent_remaining", "validation_loss",
                      "validation_accuracy", "test_loss", "test_accuracy")
