@@ -95,7 +95,7 @@ def main() -> None:
                 for part in ("images", "labels")}
         data["normalization"] = np.array([[0.4], [0.3]])
         save_arrays(d / "data.safetensors", data)
-        m = supermask.learn(e, RuntimeParams("cuda", 2), d / "data.safetensors", d / "theta0.safetensors", d / "sm",
+        m = supermask.run(e, RuntimeParams("cuda", 2), d / "data.safetensors", d / "theta0.safetensors", d / "sm",
                             seed=0, progress=False)
     print(f"supermask on cuda: {m['final_percent_expected']:.1f}% expected ones, test accuracy "
           f"{m['final_sampled_test_accuracy']:.4f} (sampled)")

@@ -43,8 +43,8 @@ def test_untrained_evaluates_every_criterion_action_and_percent(tmp_path, prepar
     ask = UntrainedParams(criteria=("large_final", "small_init"), actions=("original", "signed_constant"),
                           rates=RATES, steps=2)
     out = tmp_path / "untrained.csv"
-    supermask.untrained(experiment(untrained=ask), RUNTIME, prepared, tmp_path / "theta0.safetensors",
-                        tmp_path / "trained.safetensors", out, seed=0)
+    supermask.run_untrained(experiment(untrained=ask), RUNTIME, prepared, tmp_path / "theta0.safetensors",
+                            tmp_path / "trained.safetensors", out, seed=0)
     table = pd.read_csv(out)
     assert len(table) == 2 * 3 * 2 and list(table.columns) == list(supermask.UNTRAINED_COLUMNS)
     # every criterion reaches the same percent at the same step; percents fall with the steps
@@ -84,8 +84,8 @@ def learned(iterations=60):
 
 def test_learned_supermask_trains_scores_not_weights_and_is_reproducible(tmp_path, prepared, weights):
     e = experiment(learned=learned())
-    a = supermask.learn(e, RUNTIME, prepared, tmp_path / "theta0.safetensors", tmp_path / "a", seed=3)
-    b = supermask.learn(e, RUNTIME, prepared, tmp_path / "theta0.safetensors", tmp_path / "b", seed=3)
+    a = supermask.run(e, RUNTIME, prepared, tmp_path / "theta0.safetensors", tmp_path / "a", seed=3)
+    b = supermask.run(e, RUNTIME, prepared, tmp_path / "theta0.safetensors", tmp_path / "b", seed=3)
     assert a == b
     assert (tmp_path / "a" / "curve.csv").read_bytes() == (tmp_path / "b" / "curve.csv").read_bytes()
     scores = load_arrays(tmp_path / "a" / "scores.safetensors", "supermask")

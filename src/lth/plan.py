@@ -170,7 +170,7 @@ TEMPLATES = {
                  outs=("{raw}", "{prepared}")),
         Template("init", "lth init --params {params_file} --experiment {experiment} --seed {seed} "
                          "--out {theta0} --mask {mask}",
-                 code=("models.py", "masks.py", "artifacts.py"), params=(f"{EXP}.model", f"{EXP}.dataset"),
+                 code=("init.py", "models.py", "masks.py", "artifacts.py"), params=(f"{EXP}.model", f"{EXP}.dataset"),
                  outs=("{theta0}", "{mask}"), metrics=("{sparsity}",)),
         Template("train", "lth train --params {params_file} --experiment {experiment} --seed {seed} "
                           "--data {prepared} --ticket {ticket} --mask {mask} --out {dir}",

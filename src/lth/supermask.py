@@ -43,9 +43,10 @@ def _setup(experiment: Experiment, runtime: RuntimeParams, data_path: Path, norm
     return device, splits, model
 
 
-def untrained(experiment: Experiment, runtime: RuntimeParams, data_path: Path, theta0_path: Path,
-              trained_path: Path, out: Path, seed: int, normalize: str = "standardize") -> list[dict]:
-    """Evaluate theta_0 under one-shot masks of each criterion, with each mask-1 action."""
+def run_untrained(experiment: Experiment, runtime: RuntimeParams, data_path: Path, theta0_path: Path,
+                  trained_path: Path, out: Path, seed: int, normalize: str = "standardize") -> list[dict]:
+    """The `untrained` stage: evaluate theta_0 under one-shot masks of each criterion, with
+    each mask-1 action; write the table to `out` and return its rows."""
     ask = experiment.supermask.untrained
     theta0 = load_arrays(theta0_path, made_by=made_by(theta0_path))
     trained = load_arrays(trained_path, made_by=made_by(trained_path))
@@ -106,9 +107,10 @@ def _evaluate_sampled(sm: Supermask, split: Split, samples: int) -> tuple[float,
     return float(np.mean([r[0] for r in results])), float(np.mean([r[1] for r in results]))
 
 
-def learn(experiment: Experiment, runtime: RuntimeParams, data_path: Path, theta0_path: Path,
-          out_dir: Path, seed: int, progress: bool | None = None, normalize: str = "standardize") -> dict:
-    """Train a supermask over frozen weights; write scores, curve and metrics."""
+def run(experiment: Experiment, runtime: RuntimeParams, data_path: Path, theta0_path: Path,
+        out_dir: Path, seed: int, progress: bool | None = None, normalize: str = "standardize") -> dict:
+    """The `supermask` stage: train a supermask over frozen weights; write scores, curve and
+    metrics into `out_dir` and return the metrics."""
     params: LearnedParams = experiment.supermask.learned
     torch.manual_seed(seed)  # dropout
     theta0 = load_arrays(theta0_path, made_by=made_by(theta0_path))
