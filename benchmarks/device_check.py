@@ -21,6 +21,7 @@ import torch
 from lth import loop, masks, models, pruning, supermask, train
 from lth.artifacts import load_arrays, save_arrays
 from lth.params import (
+    DataParams,
     Experiment,
     LearnedParams,
     ModelParams,
@@ -95,8 +96,8 @@ def main() -> None:
                 for part in ("images", "labels")}
         data["normalization"] = np.array([[0.4], [0.3]])
         save_arrays(d / "data.safetensors", data)
-        m = supermask.run(e, RuntimeParams("cuda", 2), d / "data.safetensors", d / "theta0.safetensors", d / "sm",
-                            seed=0, progress=False)
+        m = supermask.run(e, RuntimeParams("cuda", 2), DataParams(validation_size=500, split_seed=0),
+                          d / "data.safetensors", d / "theta0.safetensors", d / "sm", seed=0, progress=False)
     print(f"supermask on cuda: {m['final_percent_expected']:.1f}% expected ones, test accuracy "
           f"{m['final_sampled_test_accuracy']:.4f} (sampled)")
     print("device check passed")

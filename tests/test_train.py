@@ -9,10 +9,12 @@ import torch
 from lth import LthError, loop, masks, models, outputs, pruning, reset, train
 from lth.artifacts import load_arrays, save_arrays
 from lth.checkpoint import Checkpoint
-from lth.params import Experiment, ModelParams, PruneParams, ResetParams, RuntimeParams, TrainParams
+from lth.params import DataParams, Experiment, ModelParams, PruneParams, ResetParams, RuntimeParams, TrainParams
+from lth.params import experiment as parse_experiment
 
 PARAMS = TrainParams(lr=1.2e-3, batch_size=20, iterations=40, eval_every=10)
 RUNTIME = RuntimeParams(device="cpu", threads=1)
+DATA = DataParams(validation_size=60, split_seed=0)  # what made the `prepared` fixture, as params
 
 
 def experiment(rewind=0):
@@ -64,7 +66,7 @@ def run_round(tmp_path, prepared, name, mask_np=None, rewind=0, pruned="zero"):
     save_arrays(tmp_path / f"{name}-ticket.safetensors", reset.ticket(theta0, mask_np, pruned=pruned))
     masks.save(tmp_path / f"{name}-mask.safetensors", mask_np)
     out = tmp_path / name
-    metrics = train.run(experiment(rewind), RUNTIME, prepared, tmp_path / f"{name}-ticket.safetensors",
+    metrics = train.run(experiment(rewind), RUNTIME, DATA, prepared, tmp_path / f"{name}-ticket.safetensors",
                         tmp_path / f"{name}-mask.safetensors", out, seed=7)
     return out, metrics
 
@@ -78,6 +80,17 @@ def test_same_params_and_seed_give_bit_identical_outputs(tmp_path, prepared):
     b, _ = run_round(tmp_path, prepared, "b")
     assert digest(a) == digest(b)
     assert set(digest(a)) == set(outputs.names("train"))
+
+
+def test_metrics_record_the_params_they_were_made_with(tmp_path, prepared):
+    """A metrics.json found on disk says how it was made: its experiment's whole section (it
+    parses back to the experiment) and what the training used of runtime, data and seeds."""
+    out, _ = run_round(tmp_path, prepared, "made", rewind=13)
+    recorded = json.loads((out / outputs.METRICS).read_text())
+    made = recorded["params"]
+    assert parse_experiment(made["experiment"]["name"], made["experiment"]) == experiment(rewind=13)
+    assert RuntimeParams(**made["runtime"]) == RUNTIME and DataParams(**made["data"]) == DATA
+    assert made["seed"] == recorded["provenance"]["seed"] == 7
 
 
 def test_run_writes_curve_and_metrics_and_respects_the_mask(tmp_path, prepared):
@@ -110,7 +123,7 @@ def test_rewind_point_is_the_weights_at_iteration_k(tmp_path, prepared):
     short = Experiment(**{**short.__dict__, "train": TrainParams(**{**PARAMS.__dict__, "iterations": 13,
                                                                      "eval_every": 13})})
     theta0 = models.make_theta0("lenet_300_100", "mnist", seed=0)
-    train.run(short, RUNTIME, prepared, tmp_path / "full-ticket.safetensors", tmp_path / "full-mask.safetensors",
+    train.run(short, RUNTIME, DATA, prepared, tmp_path / "full-ticket.safetensors", tmp_path / "full-mask.safetensors",
               tmp_path / "short", seed=7)
     after_13 = load_arrays(tmp_path / "short" / "trained.safetensors", "train")
     for name in theta0:

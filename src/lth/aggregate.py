@@ -51,7 +51,8 @@ def collect_supermasks(p: Params) -> tuple[pd.DataFrame, pd.DataFrame]:
                 untrained.append(read(plan.untrained_table(e, seed), "untrained", pd.read_csv).assign(**keys))
             if e.supermask.learned:
                 metrics = read_json(Path(plan.supermask_dir(e, seed)) / outputs.METRICS, made_by="supermask")
-                learned.append({**keys, **metrics})
+                # one row of numbers: its params and provenance stay in its metrics.json
+                learned.append({**keys, **{k: v for k, v in metrics.items() if k not in ("params", "provenance")}})
     front = ["experiment", "dataset", "model"]
     untrained = pd.concat(untrained, ignore_index=True) if untrained else pd.DataFrame(columns=front)
     learned = pd.DataFrame(learned) if learned else pd.DataFrame(columns=front)

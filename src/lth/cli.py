@@ -75,8 +75,8 @@ def cmd_train(args) -> None:
     from lth import train
 
     p, e = _experiment(args)
-    metrics = train.run(e, p.runtime, Path(args.data), Path(args.ticket), Path(args.mask),
-                        Path(args.out), seed=args.seed, normalize=p.data.normalize)
+    metrics = train.run(e, p.runtime, p.data, Path(args.data), Path(args.ticket), Path(args.mask),
+                        Path(args.out), seed=args.seed)
     print(f"train: {metrics['percent_remaining']:.1f}% remaining, early stop at "
           f"{metrics['early_stop_iteration']}, test accuracy {metrics['early_stop_test_accuracy']:.4f}")
 
@@ -113,8 +113,8 @@ def cmd_untrained(args) -> None:
     p, e = _experiment(args)
     if e.supermask.untrained is None:
         raise _no_supermask(args, "untrained")
-    rows = supermask.run_untrained(e, p.runtime, Path(args.data), Path(args.theta0), Path(args.trained),
-                                   Path(args.out), seed=args.seed, normalize=p.data.normalize)
+    rows = supermask.run_untrained(e, p.runtime, p.data, Path(args.data), Path(args.theta0), Path(args.trained),
+                                   Path(args.out), seed=args.seed)
     best = max(rows, key=lambda r: r["validation_accuracy"])
     print(f"untrained: {len(rows)} masked untrained networks evaluated -> {args.out}; best by validation: "
           f"{best['criterion']} + {best['action']} at {best['percent_remaining']:.1f}%, "
@@ -127,8 +127,7 @@ def cmd_supermask(args) -> None:
     p, e = _experiment(args)
     if e.supermask.learned is None:
         raise _no_supermask(args, "learned")
-    m = supermask.run(e, p.runtime, Path(args.data), Path(args.theta0), Path(args.out), seed=args.seed,
-                      normalize=p.data.normalize)
+    m = supermask.run(e, p.runtime, p.data, Path(args.data), Path(args.theta0), Path(args.out), seed=args.seed)
     print(f"supermask: {m['final_percent_expected']:.1f}% expected ones, test accuracy "
           f"{m['final_sampled_test_accuracy']:.4f} (sampled) / {m['final_expected_test_accuracy']:.4f} (expected)")
 

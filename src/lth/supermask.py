@@ -21,11 +21,11 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from lth import masks, models, outputs, pruning, reset
+from lth import masks, models, outputs, provenance, pruning, reset
 from lth.artifacts import load_arrays, save_arrays, write_json, write_text
 from lth.loop import BatchOrder, Split, curve_csv, evaluate, load_splits, progress_bar, resolve_device
 from lth.outputs import made_by
-from lth.params import Experiment, LearnedParams, RuntimeParams
+from lth.params import DataParams, Experiment, LearnedParams, RuntimeParams
 
 UNTRAINED_COLUMNS = ("seed", "criterion", "action", "steps", "percent_remaining", "validation_loss",
                      "validation_accuracy", "test_loss", "test_accuracy")
@@ -43,14 +43,14 @@ def _setup(experiment: Experiment, runtime: RuntimeParams, data_path: Path, norm
     return device, splits, model
 
 
-def run_untrained(experiment: Experiment, runtime: RuntimeParams, data_path: Path, theta0_path: Path,
-                  trained_path: Path, out: Path, seed: int, normalize: str = "standardize") -> list[dict]:
+def run_untrained(experiment: Experiment, runtime: RuntimeParams, data: DataParams, data_path: Path,
+                  theta0_path: Path, trained_path: Path, out: Path, seed: int) -> list[dict]:
     """The `untrained` stage: evaluate theta_0 under one-shot masks of each criterion, with
     each mask-1 action; write the table to `out` and return its rows."""
     ask = experiment.supermask.untrained
     theta0 = load_arrays(theta0_path, made_by=made_by(theta0_path))
     trained = load_arrays(trained_path, made_by=made_by(trained_path))
-    device, splits, model = _setup(experiment, runtime, data_path, normalize)
+    device, splits, model = _setup(experiment, runtime, data_path, data.normalize)
     dense = masks.dense(theta0)
     rows = []
     for criterion in ask.criteria:
@@ -107,14 +107,14 @@ def _evaluate_sampled(sm: Supermask, split: Split, samples: int) -> tuple[float,
     return float(np.mean([r[0] for r in results])), float(np.mean([r[1] for r in results]))
 
 
-def run(experiment: Experiment, runtime: RuntimeParams, data_path: Path, theta0_path: Path,
-        out_dir: Path, seed: int, progress: bool | None = None, normalize: str = "standardize") -> dict:
+def run(experiment: Experiment, runtime: RuntimeParams, data: DataParams, data_path: Path, theta0_path: Path,
+        out_dir: Path, seed: int, progress: bool | None = None) -> dict:
     """The `supermask` stage: train a supermask over frozen weights; write scores, curve and
-    metrics into `out_dir` and return the metrics."""
+    metrics (with the params and provenance of the run) into `out_dir`; return the metrics."""
     params: LearnedParams = experiment.supermask.learned
     torch.manual_seed(seed)  # dropout
     theta0 = load_arrays(theta0_path, made_by=made_by(theta0_path))
-    device, splits, model = _setup(experiment, runtime, data_path, normalize)
+    device, splits, model = _setup(experiment, runtime, data_path, data.normalize)
     weights = reset.ticket(theta0, masks.dense(theta0), params.weights, seed)
     sm = Supermask(model, weights, device, torch.Generator(device=device).manual_seed(seed))
     optimizer = torch.optim.SGD(list(sm.scores.values()), lr=params.lr, momentum=params.momentum)
@@ -162,6 +162,8 @@ def run(experiment: Experiment, runtime: RuntimeParams, data_path: Path, theta0_
         "early_stop_sampled_test_accuracy": stop["sampled_test_accuracy"],
         "early_stop_expected_test_accuracy": stop["expected_test_accuracy"],
         "early_stop_percent_expected": stop["percent_expected"],
+        "params": provenance.params(experiment, runtime, data, seed),
+        "provenance": provenance.record(str(device), runtime.threads, seed),
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     save_arrays(out_dir / outputs.SCORES, {n: s.detach().cpu().numpy() for n, s in sm.scores.items()})

@@ -27,7 +27,7 @@ from lth.artifacts import load_arrays, save_arrays, write_json, write_text
 from lth.checkpoint import Checkpoint, fingerprint, load_checkpoint, save_checkpoint
 from lth.loop import BatchOrder, Split, curve_csv, evaluate, load_splits, progress_bar, resolve_device
 from lth.outputs import made_by
-from lth.params import Experiment, RuntimeParams, TrainParams
+from lth.params import DataParams, Experiment, RuntimeParams, TrainParams
 
 CURVE_COLUMNS = ("iteration", "train_loss", "train_accuracy", "validation_loss",
                  "validation_accuracy", "test_loss", "test_accuracy")
@@ -220,18 +220,18 @@ def train(model: torch.nn.Module, mask: dict[str, torch.Tensor], splits: dict[st
     return curve, snapshot
 
 
-def run(experiment: Experiment, runtime: RuntimeParams, data_path: Path, ticket_path: Path,
-        mask_path: Path, out_dir: Path, seed: int, normalize: str = "standardize") -> dict:
+def run(experiment: Experiment, runtime: RuntimeParams, data: DataParams, data_path: Path, ticket_path: Path,
+        mask_path: Path, out_dir: Path, seed: int) -> dict:
     """Train the ticket at `ticket_path` under `mask_path`; write into `out_dir` the trained
-    weights, the weights at the rewind iteration, the curve and the metrics. `normalize`:
-    data.normalize."""
+    weights, the weights at the rewind iteration, the curve and the metrics (with the params
+    and provenance of the training)."""
     torch.set_num_threads(runtime.threads)
     torch.manual_seed(seed)  # dropout
     device = resolve_device(runtime.device)
     weights = load_arrays(ticket_path, made_by=made_by(ticket_path))
     mask_np = masks.load(mask_path, made_by=made_by(mask_path))
     masks.check(mask_np, weights, str(mask_path))
-    splits = load_splits(data_path, device, normalize)
+    splits = load_splits(data_path, device, data.normalize)
     input_shape = tuple(splits["train"].images.shape[1:])
     model = models.build(experiment.model.name, input_shape, num_classes=10,
                          dropout=experiment.model.dropout)
@@ -240,7 +240,7 @@ def run(experiment: Experiment, runtime: RuntimeParams, data_path: Path, ticket_
     mask = {n: torch.from_numpy(m).to(device=device, dtype=torch.float32) for n, m in mask_np.items()}
 
     checkpoint = Checkpoint(out_dir / outputs.CHECKPOINT, runtime.checkpoint_every,
-                            fingerprint(experiment, runtime, seed, normalize, (data_path, ticket_path, mask_path),
+                            fingerprint(experiment, runtime, seed, data.normalize, (data_path, ticket_path, mask_path),
                                         CODE)) \
         if runtime.checkpoint_every else None
     curve, rewind = train(model, mask, splits, experiment.train, seed,
@@ -262,6 +262,7 @@ def run(experiment: Experiment, runtime: RuntimeParams, data_path: Path, ticket_
         "final_validation_accuracy": curve[-1]["validation_accuracy"],
         "final_train_accuracy": final_train_acc,
         "final_train_loss": final_train_loss,
+        "params": provenance.params(experiment, runtime, data, seed),
         "provenance": provenance.record(str(device), runtime.threads, seed),
     }
     trained = models.state_arrays(model)
