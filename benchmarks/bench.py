@@ -46,7 +46,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lth import masks, models, pruning, train
+from lth import loop, masks, models, pruning, train
 from lth.architectures import ARCHITECTURES, dataset_layers, input_shape, num_classes
 from lth.artifacts import save_arrays
 
@@ -165,7 +165,7 @@ def step_measurements(name: str, percent: float, repeat: int) -> tuple[float, di
     model, mask, actual = masked_model(name, percent)
     ours = train.make_step(model, mask, 1e-3)
     measured = 3_000
-    split = train.Split(torch.randn(measured, *SHAPES[name]), torch.randint(0, CLASSES[name], (measured,)))
+    split = loop.Split(torch.randn(measured, *SHAPES[name]), torch.randint(0, CLASSES[name], (measured,)))
     evaluate = train.evaluators(ours, model.eval(), {"validation": split, "test": split})["test"]
     measurements = {"step": lambda: timed(lambda: ours(images, labels), repeat),
                     "eval": lambda: timed(evaluate, 1) * EVAL_EXAMPLES / measured}
@@ -188,7 +188,7 @@ def lenet_round(percent: float, iterations: int) -> Callable[[], np.ndarray]:
     burst of seconds on a shared machine spoils a whole slice, not every pass of a segment)."""
     g = torch.Generator().manual_seed(0)
     shape, classes = SHAPES["lenet_300_100"], CLASSES["lenet_300_100"]
-    splits = {name: train.Split(torch.randn(n, *shape, generator=g), torch.randint(0, classes, (n,), generator=g))
+    splits = {name: loop.Split(torch.randn(n, *shape, generator=g), torch.randint(0, classes, (n,), generator=g))
               for name, n in (("train", 55_000), ("validation", 5_000), ("test", 10_000))}
     params = train.TrainParams(lr=1.2e-3, batch_size=BATCH, iterations=iterations, eval_every=100)
 

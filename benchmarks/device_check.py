@@ -18,9 +18,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lth import masks, models, pruning, supermask, train
+from lth import loop, masks, models, pruning, supermask, train
 from lth.artifacts import load_arrays, save_arrays
 from lth.params import (
+    DataParams,
     Experiment,
     LearnedParams,
     ModelParams,
@@ -32,14 +33,14 @@ from lth.params import (
 )
 
 
-def synthetic(device: torch.device, shape) -> dict[str, train.Split]:
+def synthetic(device: torch.device, shape) -> dict[str, loop.Split]:
     g = torch.Generator().manual_seed(0)
     out = {}
     for name, n in (("train", 2000), ("validation", 500), ("test", 500)):
         labels = torch.randint(0, 10, (n,), generator=g)
         images = torch.randn(n, *shape, generator=g) * 0.3
         images[torch.arange(n), 0, labels, labels] += 3.0  # learnable from a few pixels
-        out[name] = train.Split(images.to(device), labels.to(device))
+        out[name] = loop.Split(images.to(device), labels.to(device))
     return out
 
 
@@ -95,8 +96,8 @@ def main() -> None:
                 for part in ("images", "labels")}
         data["normalization"] = np.array([[0.4], [0.3]])
         save_arrays(d / "data.safetensors", data)
-        m = supermask.learn(e, RuntimeParams("cuda", 2), d / "data.safetensors", d / "theta0.safetensors", d / "sm",
-                            seed=0, progress=False)
+        m = supermask.run(e, RuntimeParams("cuda", 2), DataParams(validation_size=500, split_seed=0),
+                          d / "data.safetensors", d / "theta0.safetensors", d / "sm", seed=0, progress=False)
     print(f"supermask on cuda: {m['final_percent_expected']:.1f}% expected ones, test accuracy "
           f"{m['final_sampled_test_accuracy']:.4f} (sampled)")
     print("device check passed")

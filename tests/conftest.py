@@ -142,47 +142,38 @@ class Pipeline:
         result = run(["snakemake", "--cores", "2", "--printshellcmds"], self.path, self.env)
         out = result.stdout + result.stderr
         self.last_commands = [c.split(" > logs/")[0] for c in re.findall(r"^Shell command: (lth .*)$", out, re.M)]
-        return snakemake_jobs(out)
+        return snakemake_jobs(out, self.params)
 
 
-def snakemake_jobs(log: str) -> set[str]:
-    """Stage ids (as dvc names them: train@s0-r01) of the jobs in a snakemake log."""
+def snakemake_jobs(log: str, params: dict) -> set[str]:
+    """Stage ids (as dvc names them: train@tiny-s0-r01-reinit) of the jobs in a snakemake log:
+    the planned stages that make the jobs' outputs."""
+    from lth import plan
+    from lth.params import from_dict
+
+    stage_of = {out: s.id for s in plan.stages(from_dict(params)) for out in (*s.outs, *s.metrics)}
     jobs = set()
     for rule, block in re.findall(r"^(?:local)?rule (\w+):\n((?:    .*\n?)*)", log, re.M):
         if rule == "all":
             continue
-        outputs = re.findall(r"output: (.*)", block)[0].split(", ")
-        jobs.add(stage_id_of(rule, outputs))
+        jobs.add(stage_of[re.findall(r"output: (.*)", block)[0].split(", ")[0]])
     return jobs
 
 
 def snakemake_dry_run(workspace: Path, env: dict | None = None) -> dict[str, str]:
-    """{stage id: command} of every job `snakemake -n --printshellcmds` plans (as dvc names them)."""
+    """{stage id: command} of every job `snakemake -n --printshellcmds` plans (as dvc names
+    them), each job found as the planned stage that makes its first output."""
+    from lth import plan
+    from lth.params import load
+
+    stage_of = {out: s.id for s in plan.stages(load(workspace / "params.yaml")) for out in (*s.outs, *s.metrics)}
     result = run(["snakemake", "-n", "--printshellcmds"], workspace, env, timeout=300)
     jobs = {}
     for rule, block, command in re.findall(r"^(?:local)?rule (\w+):\n((?:    .*\n)*)Shell command: (.*)$",
                                            result.stdout + result.stderr, re.M):
         if rule != "all":
-            outputs = re.findall(r"output: (.*)", block)[0].split(", ")
-            jobs[stage_id_of(rule, outputs)] = command.split(" > logs/")[0]
+            jobs[stage_of[re.findall(r"output: (.*)", block)[0].split(", ")[0]]] = command.split(" > logs/")[0]
     return jobs
-
-
-def stage_id_of(rule: str, outputs: list[str]) -> str:
-    """dvc's name for the stage that makes `outputs`, e.g. train@tiny-s0-r01-reinit."""
-    path = outputs[-1]
-    if rule in ("aggregate", "figures", "report"):
-        return rule
-    if rule == "data":
-        return f"data@{Path(path).stem}"
-    m = re.match(r"runs/([^/]+)/seed(\d+)(?:/round(\d\d))?(?:/(reinit|random))?/", path)
-    experiment, seed, k, branch = m.groups()
-    if rule in ("init", "untrained", "supermask"):
-        return f"{rule}@{experiment}-s{seed}"
-    key = f"{experiment}-s{seed}-r{k}"
-    if branch and rule in ("train", "reset"):
-        key += f"-{branch}"
-    return f"{rule}@{key}"
 
 
 def digests(root: Path, subdirs=("runs", "results", "data/prepared")) -> dict[str, str]:

@@ -12,11 +12,12 @@ import torch
 import yaml
 from conftest import BIN, TINY, Pipeline, digests, run, tool_env, write_params
 
-from lth import masks, models, pruning, reset, train
-from lth.artifacts import save_arrays
+from lth import loop, masks, models, outputs, pruning, reset, train
+from lth.artifacts import load_arrays, save_arrays
+from lth.checkpoint import Checkpoint
 from lth.params import TrainParams
 
-OUTPUTS = ("trained.safetensors", "rewind.safetensors", "curve.csv", "metrics.json")
+OUTPUTS = outputs.names("train")
 
 
 def training(tmp_path, tiny_params, prepared, name: str, iterations: int = 3000):
@@ -172,8 +173,8 @@ def leave_checkpoint(path, prepared, fingerprint: str, mask_np=None, iterations:
     theta0 = models.make_theta0("lenet_300_100", "mnist", seed=0)
     mask_np = masks.dense(theta0) if mask_np is None else mask_np
     model, mask = lenet(reset.ticket(theta0, mask_np), mask_np)
-    splits = train.load_splits(prepared, torch.device("cpu"))
-    checkpoint = train.Checkpoint(path, 100, fingerprint)
+    splits = loop.load_splits(prepared, torch.device("cpu"))
+    checkpoint = Checkpoint(path, 100, fingerprint)
     curve, _ = train.train(model, mask, splits, TrainParams(1.2e-3, 20, iterations, 50), seed=3, progress=False,
                            checkpoint=checkpoint)
     return model, curve, checkpoint
@@ -201,7 +202,7 @@ def test_a_checkpoint_missing_a_part_is_ignored_before_anything_is_restored(tmp_
     result is the uninterrupted one, so nothing was half-restored first."""
     path = tmp_path / "checkpoint.safetensors"
     first, first_curve, _ = leave_checkpoint(path, prepared, "f")
-    arrays = train.load_arrays(path, made_by="train")
+    arrays = load_arrays(path, made_by="train")
     del arrays["window/sums"]
     save_arrays(path, arrays)
     capsys.readouterr()
@@ -217,8 +218,8 @@ def test_the_autograd_path_resumes_bit_identical(tmp_path, prepared, capsys):
     checkpoint) resumes from a checkpoint mid-window to the uninterrupted result."""
     theta0 = models.make_theta0("conv2", "mnist", seed=0)
     mask_np = pruning.prune(theta0, masks.dense(theta0), {"conv": 0.1, "fc": 0.2, "output": 0.1}, steps=1)
-    splits = train.load_splits(prepared, torch.device("cpu"))
-    checkpoint = train.Checkpoint(tmp_path / "checkpoint.safetensors", 4, "conv")
+    splits = loop.load_splits(prepared, torch.device("cpu"))
+    checkpoint = Checkpoint(tmp_path / "checkpoint.safetensors", 4, "conv")
     results = []
     for _ in range(2):  # the first leaves iteration 8's checkpoint; the second resumes from it
         model = models.load_arrays_into(models.build("conv2", (1, 28, 28), 10, dropout=0.5),

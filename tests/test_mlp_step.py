@@ -102,7 +102,7 @@ def test_a_layer_with_frozen_nonzero_pruned_weights_stays_dense():
 def test_evaluation_from_the_step_matches_the_model(keep, sparse):
     """Training evaluates from the step's own tensors, features-major (CSR layers included):
     the same loss and accuracy as the model itself after write_back, up to rounding."""
-    from lth import train
+    from lth import loop, train
 
     model, mask = masked_lenet(keep)
     step = mlp_step.MLPStep(model, mask, lr=1e-3)
@@ -110,12 +110,12 @@ def test_evaluation_from_the_step_matches_the_model(keep, sparse):
     g = torch.Generator().manual_seed(5)
     for _ in range(3):
         step(torch.randn(60, 1, 28, 28, generator=g), torch.randint(0, 10, (60,), generator=g))
-    split = train.Split(torch.randn(2500, 1, 28, 28, generator=g), torch.randint(0, 10, (2500,), generator=g))
+    split = loop.Split(torch.randn(2500, 1, 28, 28, generator=g), torch.randint(0, 10, (2500,), generator=g))
     ours = train.evaluators(step, model, {"validation": split, "test": split})["test"]()
     step.write_back()
-    loss, accuracy = train.evaluate(model, split)
+    loss, accuracy = loop.evaluate(model, split)
     assert ours[0] == pytest.approx(loss, rel=1e-5) and ours[1] == accuracy
-    assert loss != train.evaluate(masked_lenet(keep)[0], split)[0]  # it trained
+    assert loss != loop.evaluate(masked_lenet(keep)[0], split)[0]  # it trained
 
 
 def test_write_back_and_reload_round_trip_weights_and_biases():

@@ -1,12 +1,14 @@
+import ast
 import subprocess
 import sys
+from pathlib import PurePath
 
 import numpy as np
 import pytest
 import yaml
 from conftest import REPO
 
-from lth import LthError, plan
+from lth import LthError, outputs, plan
 from lth.artifacts import save_arrays
 from lth.params import from_dict, load
 
@@ -139,3 +141,68 @@ def test_figure_specs_name_their_experiments_and_files(tiny_params):
     assert (comparison.kind, comparison.varied, comparison.members) == ("zhou_comparison", "criterion",
                                                                         ("tiny", "small"))
     assert plan.figure_files(from_dict(tiny_params))[0] == "results/figures/fig1_mnist.png"
+
+
+def test_every_planned_output_is_in_the_output_table_under_its_stage(tiny_params):
+    """made_by, the writers and the Snakemake rules read outputs.OUTPUTS; the plan lays the
+    files out: they agree on every stage kind, and every file of the table is planned."""
+    e = tiny_params["experiments"]["tiny"]
+    e["controls"] = ["reinit", "random"]
+    e["reset"]["rewind_iteration"] = 10
+    e["supermask"] = {"untrained": {"criteria": ["large_final"], "actions": ["original"],
+                                    "rates": {"fc": 0.5, "output": 0.2}, "steps": 1},
+                      "learned": {"iterations": 20, "batch_size": 50, "lr": 100, "momentum": 0.9,
+                                  "weights": "signed_constant", "eval_every": 10, "samples": 2}}
+    planned = {}
+    for s in plan.stages(from_dict(tiny_params)):
+        for path in (*s.outs, *s.metrics):
+            assert outputs.made_by(path) == s.name, path
+            planned.setdefault(s.name, set()).add(path)
+    assert set(planned) == set(outputs.OUTPUTS)
+    for stage, ends in outputs.OUTPUTS.items():
+        for end in ends:
+            assert any(PurePath(path).match(end) for path in planned[stage]), (stage, end)
+
+
+def test_made_by_names_no_stage_for_a_file_no_stage_writes():
+    assert outputs.made_by("elsewhere/weights.safetensors") == "unknown"
+    assert outputs.made_by("out/round00/mask.safetensors") == "init"
+    assert outputs.made_by("out/round03/mask.safetensors") == "prune"
+
+
+# Modules that stages import but do not depend on (an edit of them reruns nothing), and why
+NOT_CODE = {
+    "__init__.py": "LthError, and the version a result records as provenance",
+    "params.py": "parses params.yaml: what a stage reads of it are its params dependencies",
+    "outputs.py": "file names: a new name changes the stage's outs in dvc.yaml, which reruns it",
+}
+SRC = REPO / "src" / "lth"
+
+
+def lth_imports(tree: ast.AST) -> set[str]:
+    """The src/lth modules imported anywhere in `tree` (lazy imports too), as file names."""
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module == "lth":
+            found |= {f"{a.name}.py" if (SRC / f"{a.name}.py").exists() else "__init__.py" for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("lth."):
+            found.add(node.module.split(".")[1] + ".py")
+        elif isinstance(node, ast.Import):
+            found |= {a.name.split(".")[1] + ".py" for a in node.names if a.name.startswith("lth.")}
+    return found
+
+
+@pytest.mark.parametrize("stage", list(plan.TEMPLATES))
+def test_a_stages_code_dependencies_are_the_modules_its_command_imports(stage):
+    """The modules that `lth <stage>` runs (its cli function's imports and cli's own, followed
+    transitively) are exactly the stage's code deps in plan.TEMPLATES, but for NOT_CODE."""
+    cli = ast.parse((SRC / "cli.py").read_text())
+    command = next(f for f in cli.body if isinstance(f, ast.FunctionDef) and f.name == f"cmd_{stage}")
+    top_level = ast.Module([n for n in cli.body if isinstance(n, (ast.Import, ast.ImportFrom))], [])
+    todo, seen = lth_imports(command) | lth_imports(top_level), set()
+    while todo:
+        module = todo.pop()
+        seen.add(module)
+        if module not in NOT_CODE:
+            todo |= lth_imports(ast.parse((SRC / module).read_text())) - seen
+    assert seen - set(NOT_CODE) == set(plan.TEMPLATES[stage].code)

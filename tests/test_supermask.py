@@ -1,11 +1,14 @@
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
-from lth import masks, models, pruning, reset, supermask, train
+from lth import loop, masks, models, outputs, pruning, reset, supermask
 from lth.artifacts import load_arrays, save_arrays
 from lth.params import (
+    DataParams,
     Experiment,
     LearnedParams,
     ModelParams,
@@ -16,8 +19,10 @@ from lth.params import (
     TrainParams,
     UntrainedParams,
 )
+from lth.params import experiment as parse_experiment
 
 RUNTIME = RuntimeParams(device="cpu", threads=1)
+DATA = DataParams(validation_size=60, split_seed=0)  # what made the `prepared` fixture, as params
 RATES = {"fc": 0.5, "output": 0.2}
 
 
@@ -43,8 +48,8 @@ def test_untrained_evaluates_every_criterion_action_and_percent(tmp_path, prepar
     ask = UntrainedParams(criteria=("large_final", "small_init"), actions=("original", "signed_constant"),
                           rates=RATES, steps=2)
     out = tmp_path / "untrained.csv"
-    supermask.untrained(experiment(untrained=ask), RUNTIME, prepared, tmp_path / "theta0.safetensors",
-                        tmp_path / "trained.safetensors", out, seed=0)
+    supermask.run_untrained(experiment(untrained=ask), RUNTIME, DATA, prepared, tmp_path / "theta0.safetensors",
+                            tmp_path / "trained.safetensors", out, seed=0)
     table = pd.read_csv(out)
     assert len(table) == 2 * 3 * 2 and list(table.columns) == list(supermask.UNTRAINED_COLUMNS)
     # every criterion reaches the same percent at the same step; percents fall with the steps
@@ -55,10 +60,10 @@ def test_untrained_evaluates_every_criterion_action_and_percent(tmp_path, prepar
     mask = pruning.prune(trained, masks.dense(theta0), RATES, "large_final", initial=theta0, steps=1)
     model = models.load_arrays_into(models.build("lenet_300_100", (1, 28, 28), 10),
                                     reset.ticket(theta0, mask, "signed_constant")).eval()
-    splits = train.load_splits(prepared, torch.device("cpu"))
+    splits = loop.load_splits(prepared, torch.device("cpu"))
     row = table[(table.criterion == "large_final") & (table.action == "signed_constant") & (table.steps == 1)]
-    assert row["test_accuracy"].item() == train.evaluate(model, splits["test"])[1]
-    assert row["validation_loss"].item() == pytest.approx(train.evaluate(model, splits["validation"])[0], rel=1e-12)
+    assert row["test_accuracy"].item() == loop.evaluate(model, splits["test"])[1]
+    assert row["validation_loss"].item() == pytest.approx(loop.evaluate(model, splits["validation"])[0], rel=1e-12)
 
 
 def test_straight_through_gradient_of_a_bernoulli_mask():
@@ -84,9 +89,11 @@ def learned(iterations=60):
 
 def test_learned_supermask_trains_scores_not_weights_and_is_reproducible(tmp_path, prepared, weights):
     e = experiment(learned=learned())
-    a = supermask.learn(e, RUNTIME, prepared, tmp_path / "theta0.safetensors", tmp_path / "a", seed=3)
-    b = supermask.learn(e, RUNTIME, prepared, tmp_path / "theta0.safetensors", tmp_path / "b", seed=3)
+    a = supermask.run(e, RUNTIME, DATA, prepared, tmp_path / "theta0.safetensors", tmp_path / "a", seed=3)
+    b = supermask.run(e, RUNTIME, DATA, prepared, tmp_path / "theta0.safetensors", tmp_path / "b", seed=3)
     assert a == b
+    made = json.loads((tmp_path / "a" / outputs.METRICS).read_text())  # how it was made, parsed back
+    assert parse_experiment(e.name, made["params"]["experiment"]) == e and made["provenance"]["seed"] == 3
     assert (tmp_path / "a" / "curve.csv").read_bytes() == (tmp_path / "b" / "curve.csv").read_bytes()
     scores = load_arrays(tmp_path / "a" / "scores.safetensors", "supermask")
     assert set(scores) == {n for n in weights[0] if masks.is_prunable(n)}

@@ -6,12 +6,15 @@ import numpy as np
 import pytest
 import torch
 
-from lth import LthError, masks, models, pruning, reset, train
-from lth.artifacts import save_arrays
-from lth.params import Experiment, ModelParams, PruneParams, ResetParams, RuntimeParams, TrainParams
+from lth import LthError, loop, masks, models, outputs, pruning, reset, train
+from lth.artifacts import load_arrays, save_arrays
+from lth.checkpoint import Checkpoint
+from lth.params import DataParams, Experiment, ModelParams, PruneParams, ResetParams, RuntimeParams, TrainParams
+from lth.params import experiment as parse_experiment
 
 PARAMS = TrainParams(lr=1.2e-3, batch_size=20, iterations=40, eval_every=10)
 RUNTIME = RuntimeParams(device="cpu", threads=1)
+DATA = DataParams(validation_size=60, split_seed=0)  # what made the `prepared` fixture, as params
 
 
 def experiment(rewind=0):
@@ -30,7 +33,7 @@ def test_pruned_weights_and_their_adam_state_stay_exactly_zero(prepared):
     mask_np = half_mask(theta0)
     model = models.load_arrays_into(models.build("lenet_300_100", (1, 28, 28), 10),
                                     reset.ticket(theta0, mask_np))
-    splits = train.load_splits(prepared, torch.device("cpu"))
+    splits = loop.load_splits(prepared, torch.device("cpu"))
     mask = {n: torch.from_numpy(m).float() for n, m in mask_np.items()}
     params = dict(model.named_parameters())
     masked = [(params[n], m) for n, m in mask.items()]
@@ -63,7 +66,7 @@ def run_round(tmp_path, prepared, name, mask_np=None, rewind=0, pruned="zero"):
     save_arrays(tmp_path / f"{name}-ticket.safetensors", reset.ticket(theta0, mask_np, pruned=pruned))
     masks.save(tmp_path / f"{name}-mask.safetensors", mask_np)
     out = tmp_path / name
-    metrics = train.run(experiment(rewind), RUNTIME, prepared, tmp_path / f"{name}-ticket.safetensors",
+    metrics = train.run(experiment(rewind), RUNTIME, DATA, prepared, tmp_path / f"{name}-ticket.safetensors",
                         tmp_path / f"{name}-mask.safetensors", out, seed=7)
     return out, metrics
 
@@ -76,7 +79,18 @@ def test_same_params_and_seed_give_bit_identical_outputs(tmp_path, prepared):
     a, _ = run_round(tmp_path, prepared, "a")
     b, _ = run_round(tmp_path, prepared, "b")
     assert digest(a) == digest(b)
-    assert set(digest(a)) == {"trained.safetensors", "rewind.safetensors", "curve.csv", "metrics.json"}
+    assert set(digest(a)) == set(outputs.names("train"))
+
+
+def test_metrics_record_the_params_they_were_made_with(tmp_path, prepared):
+    """A metrics.json found on disk says how it was made: its experiment's whole section (it
+    parses back to the experiment) and what the training used of runtime, data and seeds."""
+    out, _ = run_round(tmp_path, prepared, "made", rewind=13)
+    recorded = json.loads((out / outputs.METRICS).read_text())
+    made = recorded["params"]
+    assert parse_experiment(made["experiment"]["name"], made["experiment"]) == experiment(rewind=13)
+    assert RuntimeParams(**made["runtime"]) == RUNTIME and DataParams(**made["data"]) == DATA
+    assert made["seed"] == recorded["provenance"]["seed"] == 7
 
 
 def test_run_writes_curve_and_metrics_and_respects_the_mask(tmp_path, prepared):
@@ -109,7 +123,7 @@ def test_rewind_point_is_the_weights_at_iteration_k(tmp_path, prepared):
     short = Experiment(**{**short.__dict__, "train": TrainParams(**{**PARAMS.__dict__, "iterations": 13,
                                                                      "eval_every": 13})})
     theta0 = models.make_theta0("lenet_300_100", "mnist", seed=0)
-    train.run(short, RUNTIME, prepared, tmp_path / "full-ticket.safetensors", tmp_path / "full-mask.safetensors",
+    train.run(short, RUNTIME, DATA, prepared, tmp_path / "full-ticket.safetensors", tmp_path / "full-mask.safetensors",
               tmp_path / "short", seed=7)
     after_13 = load_arrays(tmp_path / "short" / "trained.safetensors", "train")
     for name in theta0:
@@ -150,13 +164,13 @@ def test_the_curve_follows_the_trained_network(prepared, keep):
     model = models.load_arrays_into(models.build("lenet_300_100", (1, 28, 28), 10), reset.ticket(theta0, mask_np))
     mask = {n: torch.from_numpy(m).float() for n, m in mask_np.items()}
     assert train.make_step(model, mask, 1e-3).sparse_layers == ([] if keep == 1.0 else ["fc1"])
-    splits = train.load_splits(prepared, torch.device("cpu"))
+    splits = loop.load_splits(prepared, torch.device("cpu"))
     recorded = []
     curve, _ = train.train(model, mask, splits, PARAMS, seed=0, progress=False, on_record=recorded.append)
     assert recorded == curve  # each row, as it is evaluated
     model.eval()
     for split in ("validation", "test"):
-        loss, accuracy = train.evaluate(model, splits[split])
+        loss, accuracy = loop.evaluate(model, splits[split])
         assert curve[-1][f"{split}_loss"] == pytest.approx(loss, rel=1e-5)
         assert curve[-1][f"{split}_accuracy"] == accuracy
         assert curve[-1][f"{split}_loss"] != curve[0][f"{split}_loss"]  # it trained
@@ -188,18 +202,18 @@ def test_a_checkpoint_in_the_middle_of_a_window_resumes_bit_identical(tmp_path, 
     """A checkpoint between evaluations carries the window's logits, labels and folded sums."""
     monkeypatch.setattr(train, "WINDOW_CAPACITY", 7)
     theta0 = models.make_theta0("lenet_300_100", "mnist", seed=0)
-    splits = train.load_splits(prepared, torch.device("cpu"))
+    splits = loop.load_splits(prepared, torch.device("cpu"))
     params = TrainParams(1.2e-3, 20, 300, 50)
     results = []
     for _ in range(2):  # the first leaves iteration 280's checkpoint (4 windows of 7 folded, 2 filled)
         model = models.load_arrays_into(models.build("lenet_300_100", (1, 28, 28), 10), theta0)
         mask = {n: torch.ones(w.shape) for n, w in theta0.items() if masks.is_prunable(n)}
-        checkpoint = train.Checkpoint(tmp_path / "checkpoint.safetensors", 70, "f")
+        checkpoint = Checkpoint(tmp_path / "checkpoint.safetensors", 70, "f")
         results.append((train.train(model, mask, splits, params, seed=3, progress=False, checkpoint=checkpoint)[0],
                         models.state_arrays(model)))
     (first, first_weights), (resumed, resumed_weights) = results
     assert f"resumed from {checkpoint.path} at iteration 280" in capsys.readouterr().out
-    assert train.load_arrays(checkpoint.path, made_by="train")["window/logits"].shape == (2, 20, 10)
+    assert load_arrays(checkpoint.path, made_by="train")["window/logits"].shape == (2, 20, 10)
     assert json.dumps(resumed) == json.dumps(first)  # train_loss and train_accuracy included
     assert first[-1]["train_loss"] != first[-2]["train_loss"]
     assert all(np.array_equal(first_weights[n], resumed_weights[n]) for n in first_weights)
@@ -207,7 +221,7 @@ def test_a_checkpoint_in_the_middle_of_a_window_resumes_bit_identical(tmp_path, 
 
 def test_a_batch_larger_than_the_training_split_is_refused():
     with pytest.raises(LthError, match=r"train.batch_size = 60 .* \(50 examples\)"):
-        train.BatchOrder(50, 60, seed=0)
+        loop.BatchOrder(50, 60, seed=0)
 
 
 def test_input_normalizations():
@@ -215,14 +229,14 @@ def test_input_normalizations():
     images = torch.from_numpy(rng.integers(0, 256, (4, 1, 28, 28), dtype=np.uint8))
     images[3] = 0  # an all-zero image stays zero under l2 (keras.utils.normalize does the same)
     mean, std = torch.tensor([[[0.13]]]), torch.tensor([[[0.31]]])
-    l2 = train.normalized(images, "l2_per_example", mean, std)
+    l2 = loop.normalized(images, "l2_per_example", mean, std)
     assert l2.dtype == torch.float32
     norms = torch.linalg.vector_norm(l2.flatten(1).double(), dim=1)
     assert torch.allclose(norms[:3], torch.ones(3, dtype=torch.float64), atol=1e-6) and norms[3] == 0
     # scale-free: the same image at half the brightness gives the same input
-    assert torch.allclose(train.normalized(images[:1] // 2 * 2, "l2_per_example", mean, std),
-                          train.normalized(images[:1] // 2, "l2_per_example", mean, std))
-    assert torch.equal(train.normalized(images, "standardize", mean, std), (images.float() / 255.0 - mean) / std)
-    assert torch.equal(train.normalized(images, "unit_range", mean, std), images.float() / 255.0)
+    assert torch.allclose(loop.normalized(images[:1] // 2 * 2, "l2_per_example", mean, std),
+                          loop.normalized(images[:1] // 2, "l2_per_example", mean, std))
+    assert torch.equal(loop.normalized(images, "standardize", mean, std), (images.float() / 255.0 - mean) / std)
+    assert torch.equal(loop.normalized(images, "unit_range", mean, std), images.float() / 255.0)
     with pytest.raises(LthError, match="data.normalize = 'whiten'"):
-        train.normalized(images, "whiten", mean, std)
+        loop.normalized(images, "whiten", mean, std)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from lth import plan
+from lth import outputs, plan
 from lth.artifacts import atomic_path, read, read_json
 from lth.params import Params
 
@@ -31,11 +31,11 @@ def collect(p: Params) -> tuple[pd.DataFrame, pd.DataFrame]:
         keys = {"experiment": e.name, "dataset": e.dataset, "model": e.model.name,
                 "schedule": e.prune.schedule, "criterion": e.prune.criterion, "kept": e.reset.kept,
                 "pruned": e.reset.pruned, "branch": branch, "seed": seed, "round": k}
-        metrics = read_json(Path(d) / "metrics.json", made_by="train")
+        metrics = read_json(Path(d) / outputs.METRICS, made_by="train")
         made = metrics.get("provenance", {})
         rounds.append({**keys, **{m: metrics[m] for m in METRICS},
                        **{f"made_by_{k}": made.get(k) for k in ("code", "torch", "device", "threads")}})
-        curve = read(Path(d) / "curve.csv", "train", pd.read_csv)
+        curve = read(Path(d) / outputs.CURVE, "train", pd.read_csv)
         curves.append(curve.assign(**keys, percent_remaining=metrics["percent_remaining"]))
     curves = pd.concat(curves, ignore_index=True)
     front = KEYS + ["percent_remaining"]
@@ -50,8 +50,9 @@ def collect_supermasks(p: Params) -> tuple[pd.DataFrame, pd.DataFrame]:
             if e.supermask.untrained:
                 untrained.append(read(plan.untrained_table(e, seed), "untrained", pd.read_csv).assign(**keys))
             if e.supermask.learned:
-                metrics = read_json(Path(plan.supermask_dir(e, seed)) / "metrics.json", made_by="supermask")
-                learned.append({**keys, **metrics})
+                metrics = read_json(Path(plan.supermask_dir(e, seed)) / outputs.METRICS, made_by="supermask")
+                # one row of numbers: its params and provenance stay in its metrics.json
+                learned.append({**keys, **{k: v for k, v in metrics.items() if k not in ("params", "provenance")}})
     front = ["experiment", "dataset", "model"]
     untrained = pd.concat(untrained, ignore_index=True) if untrained else pd.DataFrame(columns=front)
     learned = pd.DataFrame(learned) if learned else pd.DataFrame(columns=front)
@@ -67,6 +68,6 @@ def write_csv(frame: pd.DataFrame, path: Path) -> None:
 def run(p: Params, out_dir: Path) -> pd.DataFrame:
     rounds, curves = collect(p)
     untrained, learned = collect_supermasks(p)
-    for name, table in zip(plan.TABLES, (rounds, curves, untrained, learned), strict=True):
+    for name, table in zip(outputs.TABLES, (rounds, curves, untrained, learned), strict=True):
         write_csv(table, out_dir / name)
     return rounds

@@ -1,7 +1,8 @@
 """`lth`: one subcommand per pipeline stage, plus tools to keep the pipeline in order.
 
-Imports are lazy so that a stage pays only for what it uses: `prune` and `reset`
-never import torch.
+A subcommand parses its arguments and calls its stage's `run` in the module of its
+concern (`run_<stage>` where one module holds two stages). Imports are lazy so that a
+stage pays only for what it uses: `prune` and `reset` never import torch.
 """
 
 from __future__ import annotations
@@ -9,8 +10,6 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-
-from lth.plan import made_by
 
 DESCRIPTION = """\
 Lottery tickets by iterative magnitude pruning, one pipeline stage per subcommand.
@@ -65,15 +64,10 @@ def cmd_data(args) -> None:
 
 
 def cmd_init(args) -> None:
-    from lth import masks, models
-    from lth.artifacts import save_arrays, write_json
+    from lth import init
 
     _, e = _experiment(args)
-    theta0 = models.make_theta0(e.model.name, e.dataset, args.seed)
-    dense = masks.dense(theta0)
-    save_arrays(args.out, theta0)
-    masks.save(args.mask, dense)
-    write_json(Path(args.mask).with_name("sparsity.json"), masks.report(dense))
+    init.run(e, args.seed, Path(args.out), Path(args.mask))
     print(f"init: theta_0 of {e.model.name} (seed {args.seed}) -> {args.out}")
 
 
@@ -81,51 +75,35 @@ def cmd_train(args) -> None:
     from lth import train
 
     p, e = _experiment(args)
-    metrics = train.run(e, p.runtime, Path(args.data), Path(args.ticket), Path(args.mask),
-                        Path(args.out), seed=args.seed, normalize=p.data.normalize)
+    metrics = train.run(e, p.runtime, p.data, Path(args.data), Path(args.ticket), Path(args.mask),
+                        Path(args.out), seed=args.seed)
     print(f"train: {metrics['percent_remaining']:.1f}% remaining, early stop at "
           f"{metrics['early_stop_iteration']}, test accuracy {metrics['early_stop_test_accuracy']:.4f}")
 
 
-def _write_mask(path, mask) -> None:
-    from lth import masks
-    from lth.artifacts import write_json
-
-    masks.save(path, mask)
-    report = masks.report(mask)
-    write_json(Path(path).with_name("sparsity.json"), report)
+def _remaining(report: dict, path: str) -> None:
     print(f"{report['percent_remaining']:.2f}% of weights remaining -> {path}")
 
 
 def cmd_prune(args) -> None:
-    from lth import masks, pruning
-    from lth.artifacts import load_arrays
+    from lth import pruning
 
     _, e = _experiment(args)
-    initial = load_arrays(args.initial, made_by=made_by(args.initial))
-    trained = load_arrays(args.trained, made_by=made_by(args.trained))
-    mask = masks.load(args.mask, made_by=made_by(args.mask))
-    masks.check(mask, trained, args.mask)
-    _write_mask(args.out, pruning.prune(trained, mask, e.prune.rates, e.prune.criterion,
-                                        e.prune.scope, initial=initial, steps=args.steps))
+    _remaining(pruning.run(e.prune, args.steps, Path(args.initial), Path(args.trained), Path(args.mask),
+                           Path(args.out)), args.out)
 
 
 def cmd_shuffle(args) -> None:
-    from lth import masks, pruning
+    from lth import pruning
 
-    _write_mask(args.out, pruning.shuffle(masks.load(args.mask, made_by=made_by(args.mask)), args.seed))
+    _remaining(pruning.run_shuffle(Path(args.mask), Path(args.out), args.seed), args.out)
 
 
 def cmd_reset(args) -> None:
-    from lth import masks, reset
-    from lth.artifacts import load_arrays, save_arrays
+    from lth import reset
 
     _, e = _experiment(args)
-    start = load_arrays(args.theta0, made_by=made_by(args.theta0))
-    trained = load_arrays(args.trained, made_by=made_by(args.trained))
-    mask = masks.load(args.mask, made_by=made_by(args.mask))
-    masks.check(mask, start, args.mask)
-    save_arrays(args.out, reset.ticket(start, mask, e.reset.kept, args.seed, e.reset.pruned, trained))
+    reset.run(e.reset, args.seed, Path(args.theta0), Path(args.trained), Path(args.mask), Path(args.out))
     print(f"reset: ticket = {e.reset.kept}({args.theta0}) where kept, {e.reset.pruned} where pruned -> {args.out}")
 
 
@@ -135,8 +113,8 @@ def cmd_untrained(args) -> None:
     p, e = _experiment(args)
     if e.supermask.untrained is None:
         raise _no_supermask(args, "untrained")
-    rows = supermask.untrained(e, p.runtime, Path(args.data), Path(args.theta0), Path(args.trained),
-                               Path(args.out), seed=args.seed, normalize=p.data.normalize)
+    rows = supermask.run_untrained(e, p.runtime, p.data, Path(args.data), Path(args.theta0), Path(args.trained),
+                                   Path(args.out), seed=args.seed)
     best = max(rows, key=lambda r: r["validation_accuracy"])
     print(f"untrained: {len(rows)} masked untrained networks evaluated -> {args.out}; best by validation: "
           f"{best['criterion']} + {best['action']} at {best['percent_remaining']:.1f}%, "
@@ -149,8 +127,7 @@ def cmd_supermask(args) -> None:
     p, e = _experiment(args)
     if e.supermask.learned is None:
         raise _no_supermask(args, "learned")
-    m = supermask.learn(e, p.runtime, Path(args.data), Path(args.theta0), Path(args.out), seed=args.seed,
-                        normalize=p.data.normalize)
+    m = supermask.run(e, p.runtime, p.data, Path(args.data), Path(args.theta0), Path(args.out), seed=args.seed)
     print(f"supermask: {m['final_percent_expected']:.1f}% expected ones, test accuracy "
           f"{m['final_sampled_test_accuracy']:.4f} (sampled) / {m['final_expected_test_accuracy']:.4f} (expected)")
 
@@ -163,14 +140,9 @@ def _no_supermask(args, key: str):
 
 
 def cmd_reinit(args) -> None:
-    from lth import masks, reset
-    from lth.artifacts import load_arrays, save_arrays
+    from lth import reset
 
-    theta0 = load_arrays(args.theta0, made_by=made_by(args.theta0))
-    mask = masks.load(args.mask, made_by=made_by(args.mask))
-    masks.check(mask, theta0, args.mask)
-    # a fresh draw from the initial distribution (Glorot normal, zero biases), numpy only
-    save_arrays(args.out, reset.ticket(theta0, mask, "random_reinit", args.seed))
+    reset.run_reinit(args.seed, Path(args.theta0), Path(args.mask), Path(args.out))
     print(f"reinit: ticket's mask * fresh init (seed {args.seed}) -> {args.out}")
 
 

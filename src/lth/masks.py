@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from lth import LthError
-from lth.artifacts import Arrays, load_arrays, save_arrays
+from lth import LthError, outputs
+from lth.artifacts import Arrays, load_arrays, save_arrays, write_json
 
 Mask = dict[str, np.ndarray]
 
@@ -62,8 +62,12 @@ def report(mask: Mask) -> dict:
             "percent_remaining": 100.0 * kept / total}
 
 
-def save(path: str | Path, mask: Mask) -> None:
+def save(path: str | Path, mask: Mask) -> dict:
+    """Save a mask, and its report (sparsity.json) beside it; return the report."""
     save_arrays(path, mask)
+    summary = report(mask)
+    write_json(Path(path).with_name(outputs.SPARSITY), summary)
+    return summary
 
 
 def load(path: str | Path, made_by: str = "prune") -> Mask:

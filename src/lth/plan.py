@@ -1,6 +1,7 @@
 """The plan: which stages exist for a params file, what each reads and writes.
 
-This is the one place that knows file names and the dependency structure. `dvc.yaml`
+This is the one place that lays out the files (named in outputs.py) and the dependency
+structure. `dvc.yaml`
 is generated from it (`lth dvc-yaml`) and checked against it (`lth check`); the
 Snakefile asks it for each job's inputs and command. Both tools therefore run the same
 `lth` commands with the same arguments on the same files.
@@ -19,7 +20,8 @@ from pathlib import Path
 
 import yaml
 
-from lth import LthError
+from lth import LthError, outputs
+from lth.outputs import RESULTS, TABLES
 from lth.params import Experiment, Params
 
 PARAMS_FILE = "params.yaml"
@@ -27,13 +29,13 @@ CODE = "src/lth/"
 REINIT_SEED_OFFSET = 1_000_000_000  # reinit seeds never collide with trial seeds (< 1e6)
 
 
-# ---- file names ------------------------------------------------------------------
+# ---- file layout -----------------------------------------------------------------
 def raw_dir(dataset: str) -> str:
-    return f"data/raw/{dataset}"
+    return f"{outputs.RAW}/{dataset}"
 
 
 def prepared(dataset: str) -> str:
-    return f"data/prepared/{dataset}.safetensors"
+    return f"{outputs.PREPARED}/{dataset}.safetensors"
 
 
 def trunk(p: Params, e: Experiment) -> str:
@@ -60,47 +62,22 @@ def branch_dir(p: Params, e: Experiment, seed: int, k: int, branch: str) -> str:
 
 
 def theta0(p: Params, e: Experiment, seed: int) -> str:
-    return f"{seed_dir(trunk(p, e), seed)}/theta0.safetensors"
+    return f"{seed_dir(trunk(p, e), seed)}/{outputs.THETA0}"
 
 
 def reset_source(p: Params, e: Experiment, seed: int) -> str:
     """What survivors restart from: theta_0, or round 0's weights at the rewind iteration."""
     if e.reset.rewind_iteration == 0:
         return theta0(p, e, seed)
-    return f"{round_dir(p, e, seed, 0)}/rewind.safetensors"
+    return f"{round_dir(p, e, seed, 0)}/{outputs.REWIND}"
 
 
 def untrained_table(e: Experiment, seed: int) -> str:
-    return f"{seed_dir(e.name, seed)}/untrained.csv"
+    return f"{seed_dir(e.name, seed)}/{outputs.UNTRAINED}"
 
 
 def supermask_dir(e: Experiment, seed: int) -> str:
-    return f"{seed_dir(e.name, seed)}/supermask"
-
-
-def made_by(path: str | Path) -> str:
-    """The stage that makes an artifact, from its file name (for error messages)."""
-    path = Path(path)
-    parent = path.parent.name
-    if path.name == "theta0.safetensors" or (path.name == "mask.safetensors" and parent == "round00"):
-        return "init"
-    if path.name == "mask.safetensors":
-        return "shuffle" if parent == "random" else "prune"
-    if path.name == "ticket.safetensors":
-        return "reinit" if parent == "reinit" else "reset"
-    if path.name == "untrained.csv":
-        return "untrained"
-    if parent == "supermask" and path.name in ("scores.safetensors", "metrics.json", "curve.csv"):
-        return "supermask"
-    if path.name in ("trained.safetensors", "rewind.safetensors", "metrics.json", "curve.csv"):
-        return "train"
-    if path.parent.name == "prepared":
-        return "data"
-    return "aggregate"
-
-
-RESULTS = "results"
-TABLES = ("rounds.csv", "curves.csv", "untrained.csv", "supermask.csv")
+    return f"{seed_dir(e.name, seed)}/{outputs.SUPERMASK}"
 
 
 # Zhou et al. vary one part of Frankle & Carbin's algorithm at a time; each comparison holds
@@ -196,6 +173,14 @@ class Template:
         return {f for t in texts for f in re.findall(r"{(\w+)}", t)}
 
 
+def written(stage: str, directory: str) -> dict[str, tuple[str, ...]]:
+    """The outs and metrics of a stage that writes its files (outputs.OUTPUTS) into
+    `directory`: its JSON files are dvc metrics."""
+    files = [f"{directory}/{name}" for name in outputs.names(stage)]
+    return {"outs": tuple(f for f in files if not f.endswith(".json")),
+            "metrics": tuple(f for f in files if f.endswith(".json"))}
+
+
 EXP = "experiments.{experiment}"
 # what computing stages read of `runtime` (results depend on the thread count; not on checkpoint_every)
 # and of `data` beyond the prepared file (the input scaling)
@@ -210,17 +195,16 @@ TEMPLATES = {
                  outs=("{raw}", "{prepared}")),
         Template("init", "lth init --params {params_file} --experiment {experiment} --seed {seed} "
                          "--out {theta0} --mask {mask}",
-                 code=("models.py", "architectures.py", "masks.py", "artifacts.py"),
+                 code=("init.py", "models.py", "architectures.py", "masks.py", "artifacts.py"),
                  params=(f"{EXP}.model", f"{EXP}.dataset"),
                  outs=("{theta0}", "{mask}"), metrics=("{sparsity}",)),
         Template("train", "lth train --params {params_file} --experiment {experiment} --seed {seed} "
                           "--data {prepared} --ticket {ticket} --mask {mask} --out {dir}",
-                 code=("train.py", "mlp_step.py", "models.py", "architectures.py", "masks.py", "provenance.py",
+                 code=("train.py", "loop.py", "checkpoint.py", "mlp_step.py", "models.py",
+                       "architectures.py", "masks.py", "provenance.py",
                        "artifacts.py"),
                  params=(*COMPUTE, f"{EXP}.model", f"{EXP}.train", f"{EXP}.reset.rewind_iteration"),
-                 deps=("{prepared}", "{ticket}", "{mask}"),
-                 outs=("{dir}/trained.safetensors", "{dir}/rewind.safetensors", "{dir}/curve.csv"),
-                 metrics=("{dir}/metrics.json",)),
+                 deps=("{prepared}", "{ticket}", "{mask}"), **written("train", "{dir}")),
         Template("prune", "lth prune --params {params_file} --experiment {experiment} --steps {steps} "
                           "--initial {initial} --trained {trained} --mask {previous_mask} --out {mask}",
                  code=("pruning.py", "masks.py", "artifacts.py"),
@@ -239,28 +223,31 @@ TEMPLATES = {
                  deps=("{ticket_mask}",), outs=("{mask}",), metrics=("{sparsity}",)),
         Template("untrained", "lth untrained --params {params_file} --experiment {experiment} --seed {seed} "
                               "--data {prepared} --theta0 {theta0} --trained {trained} --out {table}",
-                 code=("supermask.py", "train.py", "pruning.py", "reset.py", "models.py", "architectures.py",
-                       "masks.py", "artifacts.py"),
+                 code=("supermask.py", "loop.py", "pruning.py", "reset.py", "models.py", "architectures.py", "masks.py",
+                       "provenance.py",
+                       "artifacts.py"),
                  params=(*COMPUTE, f"{EXP}.model", f"{EXP}.prune.scope", f"{EXP}.supermask.untrained"),
                  deps=("{prepared}", "{theta0}", "{trained}"), outs=("{table}",)),
         Template("supermask", "lth supermask --params {params_file} --experiment {experiment} --seed {seed} "
                               "--data {prepared} --theta0 {theta0} --out {dir}",
-                 code=("supermask.py", "train.py", "reset.py", "models.py", "architectures.py", "masks.py",
+                 # pruning.py: supermask.py holds the untrained stage too
+                 code=("supermask.py", "loop.py", "pruning.py", "reset.py", "models.py", "architectures.py", "masks.py",
+                       "provenance.py",
                        "artifacts.py"),
                  params=(*COMPUTE, f"{EXP}.model", f"{EXP}.supermask.learned"),
-                 deps=("{prepared}", "{theta0}"),
-                 outs=("{dir}/scores.safetensors", "{dir}/curve.csv"), metrics=("{dir}/metrics.json",)),
+                 deps=("{prepared}", "{theta0}"), **written("supermask", "{dir}")),
         Template("aggregate", "lth aggregate --params {params_file} --out {results}",
                  code=("aggregate.py", "plan.py", "artifacts.py"), params=("seeds", "experiments"),
-                 deps=("{runs}",), outs=tuple(f"{{results}}/{t}" for t in TABLES)),
+                 deps=("{runs}",), **written("aggregate", "{results}")),
         Template("figures", "lth figures --params {params_file} --tables {results} --out {results}/figures",
                  code=("figures.py", "plan.py", "artifacts.py"), params=("figures", "experiments"),
                  deps=tuple(f"{{results}}/{t}" for t in TABLES), outs=("{figures}",)),
-        Template("report", "lth report --params {params_file} --results {results} --out {results}/report.md",
+        Template("report", "lth report --params {params_file} --results {results} --out {results}/"
+                           + outputs.REPORT,
                  code=("report.py", "architectures.py", "plan.py", "artifacts.py"),
-                 params=("seeds", "runtime", "experiments"),
-                 deps=("{results}/rounds.csv", "{results}/untrained.csv", "{results}/supermask.csv"),
-                 outs=("{results}/report.md",)),
+                 params=("seeds", "runtime", "data.normalize", "experiments"),
+                 deps=tuple(f"{{results}}/{t}" for t in (outputs.ROUNDS, outputs.UNTRAINED, outputs.LEARNED)),
+                 **written("report", "{results}")),
     )
 }
 
@@ -307,13 +294,13 @@ def lineage(p: Params, e: Experiment, seed: int, params_file: str) -> list[Stage
     out = []
     if trunk(p, e) == e.name:
         out.append(make_stage("init", f"{e.name}-s{seed}", {
-            **base, "theta0": theta0(p, e, seed), "mask": f"{r0}/mask.safetensors",
-            "sparsity": f"{r0}/sparsity.json"}))
+            **base, "theta0": theta0(p, e, seed), "mask": f"{r0}/{outputs.MASK}",
+            "sparsity": f"{r0}/{outputs.SPARSITY}"}))
         out.append(make_stage("train", f"{e.name}-s{seed}-r00", {
-            **base, "dir": r0, "ticket": theta0(p, e, seed), "mask": f"{r0}/mask.safetensors"}))
+            **base, "dir": r0, "ticket": theta0(p, e, seed), "mask": f"{r0}/{outputs.MASK}"}))
     if e.supermask.untrained:
         out.append(make_stage("untrained", f"{e.name}-s{seed}", {
-            **base, "theta0": theta0(p, e, seed), "trained": f"{r0}/trained.safetensors",
+            **base, "theta0": theta0(p, e, seed), "trained": f"{r0}/{outputs.TRAINED}",
             "table": untrained_table(e, seed)}))
     if e.supermask.learned:
         out.append(make_stage("supermask", f"{e.name}-s{seed}", {
@@ -323,35 +310,33 @@ def lineage(p: Params, e: Experiment, seed: int, params_file: str) -> list[Stage
         round_seed = 1000 * seed + k  # the random draws of round k of this trial
         d = round_dir(p, e, seed, k)
         source = round_dir(p, e, seed, 0 if e.prune.schedule == "one_shot" else k - 1)
-        mask = f"{d}/mask.safetensors"
+        mask = f"{d}/{outputs.MASK}"
+        trained = f"{source}/{outputs.TRAINED}"
         out.append(make_stage("prune", key, {
             **base, "steps": k if e.prune.schedule == "one_shot" else 1, "initial": reset_source(p, e, seed),
-            "trained": f"{source}/trained.safetensors", "previous_mask": f"{source}/mask.safetensors",
-            "mask": mask, "sparsity": f"{d}/sparsity.json"}))
-        trained = f"{source}/trained.safetensors"
+            "trained": trained, "previous_mask": f"{source}/{outputs.MASK}",
+            "mask": mask, "sparsity": f"{d}/{outputs.SPARSITY}"}))
         out.append(make_stage("reset", key, {
             **base, "reset_seed": round_seed, "theta0": reset_source(p, e, seed), "trained": trained,
-            "mask": mask, "ticket": f"{d}/ticket.safetensors"}))
-        out.append(make_stage("train", key, {**base, "dir": d, "ticket": f"{d}/ticket.safetensors",
-                                             "mask": mask}))
+            "mask": mask, "ticket": f"{d}/{outputs.TICKET}"}))
+        out.append(make_stage("train", key, {**base, "dir": d, "ticket": f"{d}/{outputs.TICKET}", "mask": mask}))
         if "reinit" in e.controls:
-            ticket = f"{d}/reinit/ticket.safetensors"
+            reinit = f"{d}/{outputs.REINIT}"
             out.append(make_stage("reinit", key, {
                 "reinit_seed": REINIT_SEED_OFFSET + round_seed, "theta0": theta0(p, e, seed), "mask": mask,
-                "ticket": ticket}))
+                "ticket": f"{reinit}/{outputs.TICKET}"}))
             out.append(make_stage("train", f"{key}-reinit", {
-                **base, "dir": f"{d}/reinit", "ticket": ticket, "mask": mask}))
+                **base, "dir": reinit, "ticket": f"{reinit}/{outputs.TICKET}", "mask": mask}))
         if "random" in e.controls:
-            random_mask = f"{d}/random/mask.safetensors"
+            random = f"{d}/{outputs.RANDOM}"
             out.append(make_stage("shuffle", key, {
-                "shuffle_seed": round_seed, "ticket_mask": mask, "mask": random_mask,
-                "sparsity": f"{d}/random/sparsity.json"}))
+                "shuffle_seed": round_seed, "ticket_mask": mask, "mask": f"{random}/{outputs.MASK}",
+                "sparsity": f"{random}/{outputs.SPARSITY}"}))
             out.append(make_stage("reset", f"{key}-random", {
                 **base, "reset_seed": round_seed, "theta0": reset_source(p, e, seed), "trained": trained,
-                "mask": random_mask, "ticket": f"{d}/random/ticket.safetensors"}))
+                "mask": f"{random}/{outputs.MASK}", "ticket": f"{random}/{outputs.TICKET}"}))
             out.append(make_stage("train", f"{key}-random", {
-                **base, "dir": f"{d}/random", "ticket": f"{d}/random/ticket.safetensors",
-                "mask": random_mask}))
+                **base, "dir": random, "ticket": f"{random}/{outputs.TICKET}", "mask": f"{random}/{outputs.MASK}"}))
     return out
 
 
@@ -378,7 +363,7 @@ def supermask_files(p: Params) -> list[str]:
             if e.supermask.untrained:
                 out.append(untrained_table(e, seed))
             if e.supermask.learned:
-                out.append(f"{supermask_dir(e, seed)}/metrics.json")
+                out.append(f"{supermask_dir(e, seed)}/{outputs.METRICS}")
     return out
 
 
@@ -392,7 +377,7 @@ def stages(p: Params, params_file: str = PARAMS_FILE) -> list[Stage]:
             out += lineage(p, e, seed, params_file)
     results = {"params_file": params_file, "results": RESULTS, "figures": figure_files(p),
                "runs": list(dict.fromkeys(f"{d}/{f}" for *_, d in trained_dirs(p)
-                                          for f in ("metrics.json", "curve.csv"))) + supermask_files(p)}
+                                          for f in (outputs.METRICS, outputs.CURVE))) + supermask_files(p)}
     out += [make_stage(name, None, results) for name in ("aggregate", "figures", "report")]
     return out
 

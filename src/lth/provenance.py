@@ -1,12 +1,15 @@
-"""What made an artifact: recorded in every training's metrics.json and listed by the report."""
+"""What made an artifact: recorded in every training's and learned supermask's
+metrics.json (the report lists the trainings'), beside the params it was made with."""
 
 from __future__ import annotations
 
 import platform
 import subprocess
+from dataclasses import asdict
 from pathlib import Path
 
 from lth import __version__
+from lth.params import DataParams, Experiment, RuntimeParams
 
 
 def code_version() -> str:
@@ -28,3 +31,14 @@ def record(device: str, threads: int, seed: int) -> dict:
 
     return {"code": code_version(), "lth": __version__, "torch": torch.__version__,
             "python": platform.python_version(), "device": device, "threads": threads, "seed": seed}
+
+
+def params(experiment: Experiment, runtime: RuntimeParams, data: DataParams, seed: int) -> dict:
+    """The resolved params a result was made with: its experiment's whole section (defaults
+    filled in), and what it used of runtime, data (the split that made its input, and the
+    scaling) and seeds."""
+    return {"experiment": asdict(experiment),
+            "runtime": {"device": runtime.device, "threads": runtime.threads},
+            # not local_dirs: verified files are the same wherever they came from
+            "data": {k: v for k, v in asdict(data).items() if k != "local_dirs"},
+            "seed": seed}

@@ -1,5 +1,5 @@
-"""Magnitude pruning (Frankle & Carbin): each round removes a fraction of the weights that
-still survive, those with the lowest score first.
+"""The `prune` and `shuffle` stages. Magnitude pruning (Frankle & Carbin): each round
+removes a fraction of the weights that still survive, those with the lowest score first.
 
 - layerwise: every layer loses `rates[kind]` of its own surviving weights;
 - global: the layers of one kind share one threshold (kinds with rate 0 are not pruned).
@@ -14,11 +14,15 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 
-from lth.artifacts import Arrays
+from lth import masks
+from lth.artifacts import Arrays, load_arrays
 from lth.masks import Mask, layer_kind
+from lth.outputs import made_by
+from lth.params import PruneParams
 
 Criterion = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 
@@ -151,6 +155,24 @@ def shuffle(mask: Mask, seed: int) -> Mask:
         kept[rng.choice(m.size, size=int(m.sum()), replace=False)] = True
         out[name] = kept.reshape(m.shape)
     return out
+
+
+def run(params: PruneParams, steps: int, initial_path: Path, trained_path: Path, mask_path: Path,
+        out: Path) -> dict:
+    """The `prune` stage: rank the weights trained under the mask at `mask_path`; write the
+    next mask to `out` (with its report beside it) and return the report."""
+    initial = load_arrays(initial_path, made_by=made_by(initial_path))
+    trained = load_arrays(trained_path, made_by=made_by(trained_path))
+    mask = masks.load(mask_path, made_by=made_by(mask_path))
+    masks.check(mask, trained, str(mask_path))
+    return masks.save(out, prune(trained, mask, params.rates, params.criterion, params.scope, initial=initial,
+                                 steps=steps))
+
+
+def run_shuffle(mask_path: Path, out: Path, seed: int) -> dict:
+    """The `shuffle` stage (a control): a random mask with the per-layer sparsity of the one at
+    `mask_path`, written to `out` (with its report beside it); return the report."""
+    return masks.save(out, shuffle(masks.load(mask_path, made_by=made_by(mask_path)), seed))
 
 
 def percent_ladder(layer_sizes: dict[str, int], rates: dict[str, float], rounds: int,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from lth import __version__, plan
+from lth import __version__, outputs, plan
 from lth.architectures import ARCHITECTURES
 from lth.artifacts import read, write_text
 from lth.params import Experiment, Params
@@ -268,9 +268,9 @@ def zhou_section(p: Params, rounds: pd.DataFrame, untrained: pd.DataFrame, learn
 
 
 def run(p: Params, results: Path, out: Path) -> None:
-    rounds = read(results / "rounds.csv", "aggregate", pd.read_csv)
-    untrained = read(results / "untrained.csv", "aggregate", pd.read_csv)
-    learned = read(results / "supermask.csv", "aggregate", pd.read_csv)
+    rounds = read(results / outputs.ROUNDS, "aggregate", pd.read_csv)
+    untrained = read(results / outputs.UNTRAINED, "aggregate", pd.read_csv)
+    learned = read(results / outputs.LEARNED, "aggregate", pd.read_csv)
     lines = ["# Lottery ticket report", "",
              "Produced by the pipeline's `report` stage from `results/rounds.csv`. Tables: "
              "[rounds.csv](rounds.csv), [curves.csv](curves.csv), [untrained.csv](untrained.csv), "

@@ -1,4 +1,4 @@
-"""What a round starts from: the mask applied to the starting weights (theta_0 or the
+"""The `reset` and `reinit` stages. What a round starts from: the mask applied to the starting weights (theta_0 or the
 rewind point), with the kept weights' values chosen by a "mask-1 action" (Zhou et al. 2019).
 
 Pruned weights are exactly zero; biases (never pruned) go back to their starting values.
@@ -26,11 +26,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 
-from lth.artifacts import Arrays
+from lth import masks
+from lth.artifacts import Arrays, load_arrays, save_arrays
 from lth.masks import Mask
+from lth.outputs import made_by
+from lth.params import ResetParams
 
 
 def glorot_std(shape: tuple[int, ...]) -> float:
@@ -94,3 +98,22 @@ def ticket(start: Arrays, mask: Mask, kept: str = "original", seed: int = 0, pru
                 values = np.where(fell, zero, values)
         out[name] = np.where(mask[name], values, frozen)
     return out
+
+
+def run(params: ResetParams, seed: int, start_path: Path, trained_path: Path, mask_path: Path, out: Path) -> None:
+    """The `reset` stage: the ticket of the mask at `mask_path`, from the weights at
+    `start_path` (theta_0 or the rewind point), written to `out`."""
+    start = load_arrays(start_path, made_by=made_by(start_path))
+    trained = load_arrays(trained_path, made_by=made_by(trained_path))
+    mask = masks.load(mask_path, made_by=made_by(mask_path))
+    masks.check(mask, start, str(mask_path))
+    save_arrays(out, ticket(start, mask, params.kept, seed, params.pruned, trained))
+
+
+def run_reinit(seed: int, theta0_path: Path, mask_path: Path, out: Path) -> None:
+    """The `reinit` stage (a control): the mask at `mask_path` over a fresh draw from the
+    initial distribution (theta_0 gives the shapes and biases), written to `out`."""
+    theta0 = load_arrays(theta0_path, made_by=made_by(theta0_path))
+    mask = masks.load(mask_path, made_by=made_by(mask_path))
+    masks.check(mask, theta0, str(mask_path))
+    save_arrays(out, ticket(theta0, mask, "random_reinit", seed))

@@ -21,11 +21,11 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from lth import masks, models, pruning, reset
+from lth import architectures, masks, models, outputs, provenance, pruning, reset
 from lth.artifacts import load_arrays, save_arrays, write_json, write_text
-from lth.params import Experiment, LearnedParams, RuntimeParams
-from lth.plan import made_by
-from lth.train import BatchOrder, Split, curve_csv, evaluate, load_splits, progress_bar, resolve_device
+from lth.loop import BatchOrder, Split, curve_csv, evaluate, load_splits, progress_bar, resolve_device
+from lth.outputs import made_by
+from lth.params import DataParams, Experiment, LearnedParams, RuntimeParams
 
 UNTRAINED_COLUMNS = ("seed", "criterion", "action", "steps", "percent_remaining", "validation_loss",
                      "validation_accuracy", "test_loss", "test_accuracy")
@@ -38,18 +38,20 @@ def _setup(experiment: Experiment, runtime: RuntimeParams, data_path: Path, norm
     torch.set_num_threads(runtime.threads)
     device = resolve_device(runtime.device)
     splits = load_splits(data_path, device, normalize)
-    model = models.build(experiment.model.name, tuple(splits["train"].images.shape[1:]), num_classes=10,
+    classes = architectures.num_classes(experiment.dataset)
+    model = models.build(experiment.model.name, tuple(splits["train"].images.shape[1:]), classes,
                          dropout=experiment.model.dropout).to(device).eval()
     return device, splits, model
 
 
-def untrained(experiment: Experiment, runtime: RuntimeParams, data_path: Path, theta0_path: Path,
-              trained_path: Path, out: Path, seed: int, normalize: str = "standardize") -> list[dict]:
-    """Evaluate theta_0 under one-shot masks of each criterion, with each mask-1 action."""
+def run_untrained(experiment: Experiment, runtime: RuntimeParams, data: DataParams, data_path: Path,
+                  theta0_path: Path, trained_path: Path, out: Path, seed: int) -> list[dict]:
+    """The `untrained` stage: evaluate theta_0 under one-shot masks of each criterion, with
+    each mask-1 action; write the table to `out` and return its rows."""
     ask = experiment.supermask.untrained
     theta0 = load_arrays(theta0_path, made_by=made_by(theta0_path))
     trained = load_arrays(trained_path, made_by=made_by(trained_path))
-    device, splits, model = _setup(experiment, runtime, data_path, normalize)
+    device, splits, model = _setup(experiment, runtime, data_path, data.normalize)
     dense = masks.dense(theta0)
     rows = []
     for criterion in ask.criteria:
@@ -106,13 +108,14 @@ def _evaluate_sampled(sm: Supermask, split: Split, samples: int) -> tuple[float,
     return float(np.mean([r[0] for r in results])), float(np.mean([r[1] for r in results]))
 
 
-def learn(experiment: Experiment, runtime: RuntimeParams, data_path: Path, theta0_path: Path,
-          out_dir: Path, seed: int, progress: bool | None = None, normalize: str = "standardize") -> dict:
-    """Train a supermask over frozen weights; write scores, curve and metrics."""
+def run(experiment: Experiment, runtime: RuntimeParams, data: DataParams, data_path: Path, theta0_path: Path,
+        out_dir: Path, seed: int, progress: bool | None = None) -> dict:
+    """The `supermask` stage: train a supermask over frozen weights; write scores, curve and
+    metrics (with the params and provenance of the run) into `out_dir`; return the metrics."""
     params: LearnedParams = experiment.supermask.learned
     torch.manual_seed(seed)  # dropout
     theta0 = load_arrays(theta0_path, made_by=made_by(theta0_path))
-    device, splits, model = _setup(experiment, runtime, data_path, normalize)
+    device, splits, model = _setup(experiment, runtime, data_path, data.normalize)
     weights = reset.ticket(theta0, masks.dense(theta0), params.weights, seed)
     sm = Supermask(model, weights, device, torch.Generator(device=device).manual_seed(seed))
     optimizer = torch.optim.SGD(list(sm.scores.values()), lr=params.lr, momentum=params.momentum)
@@ -160,9 +163,11 @@ def learn(experiment: Experiment, runtime: RuntimeParams, data_path: Path, theta
         "early_stop_sampled_test_accuracy": stop["sampled_test_accuracy"],
         "early_stop_expected_test_accuracy": stop["expected_test_accuracy"],
         "early_stop_percent_expected": stop["percent_expected"],
+        "params": provenance.params(experiment, runtime, data, seed),
+        "provenance": provenance.record(str(device), runtime.threads, seed),
     }
     out_dir.mkdir(parents=True, exist_ok=True)
-    save_arrays(out_dir / "scores.safetensors", {n: s.detach().cpu().numpy() for n, s in sm.scores.items()})
-    write_text(out_dir / "curve.csv", curve_csv(curve, CURVE_COLUMNS))
-    write_json(out_dir / "metrics.json", metrics)
+    save_arrays(out_dir / outputs.SCORES, {n: s.detach().cpu().numpy() for n, s in sm.scores.items()})
+    write_text(out_dir / outputs.CURVE, curve_csv(curve, CURVE_COLUMNS))
+    write_json(out_dir / outputs.METRICS, metrics)
     return metrics

@@ -1,6 +1,8 @@
 # Params, the plan, and helpers shared by all rules.
+from lth import outputs as lth_outputs
 from lth import plan as lth_plan
 import os
+from pathlib import PurePath
 
 from lth.params import PARAMS_DIGEST_VARIABLE, from_dict, read_source
 from snakemake.utils import validate
@@ -54,6 +56,16 @@ def planned(rule_name, pattern):
     return {"input": lambda w: stage(w).deps,
             "read": lambda w: read_params(stage(w)),
             "cmd": lambda w: stage(w).cmd}
+
+
+def planned_in(rule_name, directory):
+    """As `planned`, with the rule's named outputs: the files that lth.outputs says its stage
+    writes, under `directory` (a pattern), each named by its stem."""
+    output = {PurePath(end).stem: f"{directory}/{end}" for end in lth_outputs.OUTPUTS[rule_name]}
+    return planned(rule_name, next(iter(output.values()))) | {"output": output}
+
+
+REPORT_FILE = f"{lth_plan.RESULTS}/{lth_outputs.REPORT}"
 
 
 # On a cluster, computing rules ask for a GPU when the params ask for CUDA

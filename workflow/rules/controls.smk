@@ -1,15 +1,15 @@
 # Controls branch off every pruned round and reuse its mask (no retraining of the lineage):
 # reinit = the ticket's mask with a fresh init; shuffle = a random mask of the same
 # per-layer sparsity (then reset to theta_0 and trained like a ticket).
-REINIT = planned("reinit", "{round_dir}/reinit/ticket.safetensors")
-SHUFFLE = planned("shuffle", "{round_dir}/random/mask.safetensors")
+REINIT = planned_in("reinit", "{round_dir}")
+SHUFFLE = planned_in("shuffle", "{round_dir}")
 
 
 rule reinit:
     input:
         REINIT["input"],
     output:
-        ticket="{round_dir}/reinit/ticket.safetensors",
+        **REINIT["output"],
     wildcard_constraints:
         round_dir=r"runs/[^/]+/seed\d+/round(?!00)\d\d",
     params:
@@ -25,8 +25,7 @@ rule shuffle:
     input:
         SHUFFLE["input"],
     output:
-        mask="{round_dir}/random/mask.safetensors",
-        sparsity="{round_dir}/random/sparsity.json",
+        **SHUFFLE["output"],
     wildcard_constraints:
         round_dir=r"runs/[^/]+/seed\d+/round(?!00)\d\d",
     params:

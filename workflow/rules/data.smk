@@ -1,13 +1,13 @@
-DATA = planned("data", "data/prepared/{dataset}.safetensors")
-INIT = planned("init", "{seed_dir}/theta0.safetensors")
+DATA = planned("data", lth_plan.prepared("{dataset}"))
+INIT = planned_in("init", "{seed_dir}")
 
 
 rule data:
     input:
         DATA["input"],
     output:
-        raw=directory("data/raw/{dataset}"),
-        prepared="data/prepared/{dataset}.safetensors",
+        raw=directory(lth_plan.raw_dir("{dataset}")),
+        prepared=lth_plan.prepared("{dataset}"),
     params:
         read=DATA["read"],
         cmd=DATA["cmd"],
@@ -21,9 +21,7 @@ rule init:
     input:
         INIT["input"],
     output:
-        theta0="{seed_dir}/theta0.safetensors",
-        mask="{seed_dir}/round00/mask.safetensors",
-        sparsity="{seed_dir}/round00/sparsity.json",
+        **INIT["output"],
     params:
         read=INIT["read"],
         cmd=INIT["cmd"],

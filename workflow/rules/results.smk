@@ -1,13 +1,13 @@
-AGGREGATE = producer("aggregate", f"{lth_plan.RESULTS}/rounds.csv")
+AGGREGATE = producer("aggregate", lth_outputs.OUTPUTS["aggregate"][0])
 FIGURES = producer("figures", lth_plan.figure_files(P)[0])
-REPORT = producer("report", f"{lth_plan.RESULTS}/report.md")
+REPORT = producer("report", REPORT_FILE)
 
 
 rule aggregate:
     input:
         AGGREGATE.deps,
     output:
-        [f"{lth_plan.RESULTS}/{table}" for table in lth_plan.TABLES],
+        list(lth_outputs.OUTPUTS["aggregate"]),
     params:
         read=read_params(AGGREGATE),
         cmd=AGGREGATE.cmd,
@@ -35,7 +35,7 @@ rule report:
     input:
         REPORT.deps,
     output:
-        f"{lth_plan.RESULTS}/report.md",
+        REPORT_FILE,
     params:
         read=read_params(REPORT),
         cmd=REPORT.cmd,

@@ -1,18 +1,15 @@
 # A lineage per experiment and seed: round 0 trains theta_0; each round k >= 1 is
 # prune -> reset -> train. Directories: runs/<experiment>/seed<s>/round<kk>[/reinit|/random].
-TRAIN = planned("train", "{train_dir}/trained.safetensors")
-PRUNE = planned("prune", "{round_dir}/mask.safetensors")
-RESET = planned("reset", "{reset_dir}/ticket.safetensors")
+TRAIN = planned_in("train", "{train_dir}")
+PRUNE = planned_in("prune", "{round_dir}")
+RESET = planned_in("reset", "{reset_dir}")
 
 
 rule train:
     input:
         TRAIN["input"],
     output:
-        trained="{train_dir}/trained.safetensors",
-        rewind="{train_dir}/rewind.safetensors",
-        curve="{train_dir}/curve.csv",
-        metrics="{train_dir}/metrics.json",
+        **TRAIN["output"],
     wildcard_constraints:
         train_dir=r"runs/[^/]+/seed\d+/round\d\d(/reinit|/random)?",
     params:
@@ -33,8 +30,7 @@ rule prune:
     input:
         PRUNE["input"],
     output:
-        mask="{round_dir}/mask.safetensors",
-        sparsity="{round_dir}/sparsity.json",
+        **PRUNE["output"],
     wildcard_constraints:
         round_dir=r"runs/[^/]+/seed\d+/round(?!00)\d\d",
     params:
@@ -50,7 +46,7 @@ rule reset:
     input:
         RESET["input"],
     output:
-        ticket="{reset_dir}/ticket.safetensors",
+        **RESET["output"],
     wildcard_constraints:
         reset_dir=r"runs/[^/]+/seed\d+/round(?!00)\d\d(/random)?",
     params:

@@ -1,14 +1,14 @@
 # Supermasks (Zhou et al.): `untrained` evaluates theta_0 under one-shot masks from round 0's
 # training (no training); `supermask` learns a mask over frozen weights. One of each per seed.
-UNTRAINED = planned("untrained", "{seed_dir}/untrained.csv")
-SUPERMASK = planned("supermask", "{seed_dir}/supermask/metrics.json")
+UNTRAINED = planned_in("untrained", "{seed_dir}")
+SUPERMASK = planned_in("supermask", "{seed_dir}")
 
 
 rule untrained:
     input:
         UNTRAINED["input"],
     output:
-        table="{seed_dir}/untrained.csv",
+        **UNTRAINED["output"],
     params:
         read=UNTRAINED["read"],
         cmd=UNTRAINED["cmd"],
@@ -27,9 +27,7 @@ rule supermask:
     input:
         SUPERMASK["input"],
     output:
-        scores="{seed_dir}/supermask/scores.safetensors",
-        curve="{seed_dir}/supermask/curve.csv",
-        metrics="{seed_dir}/supermask/metrics.json",
+        **SUPERMASK["output"],
     params:
         read=SUPERMASK["read"],
         cmd=SUPERMASK["cmd"],

@@ -1,0 +1,127 @@
+"""What the stages that run networks on data share (train, untrained, supermask): the
+device, the data splits on it, the batch order, evaluation, progress and curve tables.
+
+The whole dataset lives on the device as tensors and batches are index slices of a
+seeded permutation (no DataLoader).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from lth import LthError
+from lth.artifacts import load_arrays
+from lth.outputs import made_by
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise LthError("runtime.device = 'cuda' but no CUDA device is available; use 'auto' or 'cpu'")
+    return torch.device(device)
+
+
+@dataclass
+class Split:
+    images: torch.Tensor  # normalised float32, N x C x H x W
+    labels: torch.Tensor
+
+
+NORMALIZATIONS = ("l2_per_example", "standardize", "unit_range")
+
+
+def normalized(images: torch.Tensor, how: str, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """uint8 images as float32 inputs, scaled as `data.normalize` says (params.schema.yaml)."""
+    if how == "standardize":
+        return (images.float() / 255.0 - mean) / std
+    if how == "unit_range":
+        return images.float() / 255.0
+    if how == "l2_per_example":
+        # each example divided by its L2 norm, in float64 then cast, as keras.utils.normalize
+        # in Frankle & Carbin's code; an all-zero image stays zero
+        x = images.double()
+        norms = torch.linalg.vector_norm(x.flatten(1), dim=1)
+        norms[norms == 0] = 1.0
+        return (x / norms.view(-1, *[1] * (x.dim() - 1))).float()
+    raise LthError(f"data.normalize = {how!r} is not known; choose one of {NORMALIZATIONS}")
+
+
+def load_splits(path: Path, device: torch.device, normalize: str = "standardize") -> dict[str, Split]:
+    arrays = load_arrays(path, made_by=made_by(path))
+    # per-channel mean and std of the training split, shape (2, C)
+    mean, std = (torch.from_numpy(v).float().to(device)[:, None, None] for v in arrays["normalization"])
+    splits = {}
+    for name in ("train", "validation", "test"):
+        images = normalized(torch.from_numpy(arrays[f"{name}_images"]).to(device), normalize, mean, std)
+        splits[name] = Split(images, torch.from_numpy(arrays[f"{name}_labels"]).to(device))
+    return splits
+
+
+@torch.inference_mode()
+def evaluate(model: Callable[[torch.Tensor], torch.Tensor], split: Split,
+             batch_size: int = 1_000, axis: int = 0) -> tuple[float, float]:
+    """Mean cross-entropy loss and accuracy over a whole split (model: images -> logits;
+    the examples run along `axis` of split.images). Batches of 1000 keep the activations in
+    cache (benchmarks/bench.py times this pass)."""
+    total_loss, correct, n = 0.0, 0, len(split.labels)
+    for start in range(0, n, batch_size):
+        logits = model(split.images.narrow(axis, start, min(batch_size, n - start)))
+        labels = split.labels[start:start + batch_size]
+        total_loss += F.cross_entropy(logits, labels, reduction="sum").item()
+        correct += (logits.argmax(1) == labels).sum().item()
+    return total_loss / n, correct / n
+
+
+class BatchOrder:
+    """Index batches: a seeded permutation per epoch, the ragged tail of each epoch dropped.
+    Its state (permutation, position, generator) is part of a training checkpoint."""
+
+    def __init__(self, n: int, batch: int, seed: int):
+        if batch > n:
+            raise LthError(f"train.batch_size = {batch} is larger than the training split ({n} examples); "
+                           f"use at most {n}")
+        self.n, self.batch = n, batch
+        self.generator = torch.Generator().manual_seed(seed)
+        self.order, self.cursor = torch.randperm(n, generator=self.generator), 0
+
+    def next(self) -> torch.Tensor:
+        if self.cursor + self.batch > self.n:
+            self.order, self.cursor = torch.randperm(self.n, generator=self.generator), 0
+        self.cursor += self.batch
+        return self.order[self.cursor - self.batch:self.cursor]
+
+    def state(self) -> dict[str, np.ndarray]:
+        return {"order": self.order.numpy(), "cursor": np.array([self.cursor]),
+                "generator": self.generator.get_state().numpy()}
+
+    def load(self, state: dict[str, np.ndarray]) -> None:
+        self.order, self.cursor = torch.from_numpy(state["order"].copy()), int(state["cursor"][0])
+        self.generator.set_state(torch.from_numpy(state["generator"].copy()))
+
+
+def progress_bar(total: int, progress: bool | None) -> tqdm:
+    # on a terminal only (disable=None), so pipeline logs stay quiet
+    return tqdm(total=total, desc="train", unit="it", mininterval=1.0, leave=False,
+                disable=None if progress is None else not progress)
+
+
+def curve_csv(curve: list[dict], columns: tuple[str, ...]) -> str:
+    """Rows as CSV: floats in full precision (repr), NaN as an empty field."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    for row in curve:
+        writer.writerow({k: ("" if isinstance(v, float) and math.isnan(v) else
+                             (repr(v) if isinstance(v, float) else v)) for k, v in row.items()})
+    return buffer.getvalue()
