@@ -52,6 +52,8 @@ import torch
 from torch import nn
 from torch.optim.adam import adam
 
+from lth import optim
+
 SPARSE_DENSITY = 0.10
 SPARSE_MIN_WEIGHTS = 100_000
 PAD_WIDTH = 8
@@ -205,11 +207,9 @@ class MLPStep:
         for layer in self.layers:
             offset = layer.adopt(self.flat, offset)
         # the optimizer holds the hyperparameters and the state (checkpoints save it and restore
-        # it in place); the state is created here as Adam's fused step would create it
-        self.optimizer = torch.optim.Adam([self.flat], lr=lr, fused=True)
-        self.state = self.optimizer.state[self.flat] = {
-            "step": torch.zeros((), dtype=torch.float32, device=self.flat.device),
-            "exp_avg": torch.zeros_like(self.flat), "exp_avg_sq": torch.zeros_like(self.flat)}
+        # it in place); the state is created now, as Adam's first step would create it
+        self.optimizer = optim.Adam([self.flat], lr=lr)
+        self.state = self.optimizer.state_of(self.flat)
         self.minus_ones = None
 
     @property
@@ -235,6 +235,7 @@ class MLPStep:
         return logits
 
     def adam_step(self) -> None:
+        # optim.Adam.step's call, without rebuilding its lists every step
         group, state = self.optimizer.param_groups[0], self.state
         beta1, beta2 = group["betas"]
         adam([self.flat], [self.flat.grad], [state["exp_avg"]], [state["exp_avg_sq"]], [], [state["step"]],

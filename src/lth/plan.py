@@ -200,7 +200,7 @@ TEMPLATES = {
                  outs=("{theta0}", "{mask}"), metrics=("{sparsity}",)),
         Template("train", "lth train --params {params_file} --experiment {experiment} --seed {seed} "
                           "--data {prepared} --ticket {ticket} --mask {mask} --out {dir}",
-                 code=("train.py", "loop.py", "checkpoint.py", "mlp_step.py", "models.py",
+                 code=("train.py", "loop.py", "checkpoint.py", "mlp_step.py", "optim.py", "models.py",
                        "architectures.py", "masks.py", "provenance.py",
                        "artifacts.py"),
                  params=(*COMPUTE, f"{EXP}.model", f"{EXP}.train", f"{EXP}.reset.rewind_iteration"),
@@ -223,17 +223,15 @@ TEMPLATES = {
                  deps=("{ticket_mask}",), outs=("{mask}",), metrics=("{sparsity}",)),
         Template("untrained", "lth untrained --params {params_file} --experiment {experiment} --seed {seed} "
                               "--data {prepared} --theta0 {theta0} --trained {trained} --out {table}",
-                 code=("supermask.py", "loop.py", "pruning.py", "reset.py", "models.py", "architectures.py", "masks.py",
-                       "provenance.py",
-                       "artifacts.py"),
+                 code=("supermask.py", "loop.py", "optim.py", "pruning.py", "reset.py", "models.py", "architectures.py",
+                       "masks.py", "provenance.py", "artifacts.py"),
                  params=(*COMPUTE, f"{EXP}.model", f"{EXP}.prune.scope", f"{EXP}.supermask.untrained"),
                  deps=("{prepared}", "{theta0}", "{trained}"), outs=("{table}",)),
         Template("supermask", "lth supermask --params {params_file} --experiment {experiment} --seed {seed} "
                               "--data {prepared} --theta0 {theta0} --out {dir}",
                  # pruning.py: supermask.py holds the untrained stage too
-                 code=("supermask.py", "loop.py", "pruning.py", "reset.py", "models.py", "architectures.py", "masks.py",
-                       "provenance.py",
-                       "artifacts.py"),
+                 code=("supermask.py", "loop.py", "optim.py", "pruning.py", "reset.py", "models.py", "architectures.py",
+                       "masks.py", "provenance.py", "artifacts.py"),
                  params=(*COMPUTE, f"{EXP}.model", f"{EXP}.supermask.learned"),
                  deps=("{prepared}", "{theta0}"), **written("supermask", "{dir}")),
         Template("aggregate", "lth aggregate --params {params_file} --out {results}",

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from lth import architectures, masks, models, outputs, provenance, pruning, reset
+from lth import architectures, masks, models, optim, outputs, provenance, pruning, reset
 from lth.artifacts import load_arrays, save_arrays, write_json, write_text
 from lth.loop import BatchOrder, Split, curve_csv, evaluate, load_splits, progress_bar, resolve_device
 from lth.outputs import made_by
@@ -118,7 +118,7 @@ def run(experiment: Experiment, runtime: RuntimeParams, data: DataParams, data_p
     device, splits, model = _setup(experiment, runtime, data_path, data.normalize)
     weights = reset.ticket(theta0, masks.dense(theta0), params.weights, seed)
     sm = Supermask(model, weights, device, torch.Generator(device=device).manual_seed(seed))
-    optimizer = torch.optim.SGD(list(sm.scores.values()), lr=params.lr, momentum=params.momentum)
+    optimizer = optim.SGD(list(sm.scores.values()), lr=params.lr, momentum=params.momentum)
 
     def record(iteration: int) -> dict:
         model.eval()
@@ -142,7 +142,7 @@ def run(experiment: Experiment, runtime: RuntimeParams, data: DataParams, data_p
         idx = order.next().to(device, non_blocking=True)
         logits = sm.forward(sm.sample(straight_through=True))(train_split.images[idx])
         loss = F.cross_entropy(logits, train_split.labels[idx])
-        optimizer.zero_grad(set_to_none=False)
+        optimizer.zero_grad()
         loss.backward()
         optimizer.step()
         if iteration % params.eval_every == 0 or iteration == params.iterations:

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lth import architectures, loop, masks, mlp_step, models, outputs, provenance
+from lth import architectures, loop, masks, mlp_step, models, optim, outputs, provenance
 from lth.artifacts import load_arrays, save_arrays, write_json, write_text
 from lth.checkpoint import Checkpoint, fingerprint, load_checkpoint, save_checkpoint
 from lth.loop import BatchOrder, Split, curve_csv, evaluate, load_splits, progress_bar, resolve_device
@@ -104,18 +104,18 @@ class Window:
         self.loss_sum, self.correct, self.seen = loss_sum, int(correct), int(seen)
 
 
-def make_optimizer(model: torch.nn.Module, lr: float) -> torch.optim.Optimizer:
+def make_optimizer(model: torch.nn.Module, lr: float) -> optim.Adam:
     # the fused kernel: one pass over each tensor (benchmarks/bench.py times the step beside a foreach one)
-    return torch.optim.Adam(model.parameters(), lr=lr, fused=True)
+    return optim.Adam(model.parameters(), lr=lr)
 
 
-def step(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+def step(model: torch.nn.Module, optimizer: optim.Adam,
          masked: list[tuple[torch.Tensor, torch.Tensor]], images: torch.Tensor,
          labels: torch.Tensor) -> torch.Tensor:
     """One Adam step in which pruned weights get zero gradient; returns the logits."""
     logits = model(images)
     loss = F.cross_entropy(logits, labels)
-    optimizer.zero_grad(set_to_none=False)
+    optimizer.zero_grad()
     loss.backward()
     for p, m in masked:
         p.grad.mul_(m)

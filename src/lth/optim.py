@@ -1,0 +1,73 @@
+"""Adam and SGD with momentum as plain state and one call to torch's own update functions.
+
+torch.optim's Optimizer objects compute exactly these updates, but constructing one
+imports torch._dynamo, which costs every stage seconds before its first step
+(benchmarks/README.md, start-up). These classes call the same functions that
+torch.optim.Adam(fused=True) and torch.optim.SGD call in their step(), with the state
+created as they create it, so the results are the same bit for bit (tests/test_optim.py).
+They keep the Optimizer attributes that checkpoints read: `param_groups[0]["params"]` and
+`state[param]`.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.optim.adam import adam
+from torch.optim.sgd import sgd
+
+
+class Adam:
+    """torch.optim.Adam(params, lr, fused=True): the fused kernel, one pass over each tensor."""
+
+    def __init__(self, params, lr: float, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.0):
+        self.param_groups = [{"params": list(params), "lr": lr, "betas": betas, "eps": eps,
+                              "weight_decay": weight_decay}]
+        self.state: dict[torch.Tensor, dict[str, torch.Tensor]] = {}
+
+    def state_of(self, p: torch.Tensor) -> dict[str, torch.Tensor]:
+        if p not in self.state:  # as Adam creates it at a parameter's first step (fused: float32 step on p's device)
+            self.state[p] = {"step": torch.zeros((), dtype=torch.float32, device=p.device),
+                             "exp_avg": torch.zeros_like(p, memory_format=torch.preserve_format),
+                             "exp_avg_sq": torch.zeros_like(p, memory_format=torch.preserve_format)}
+        return self.state[p]
+
+    def zero_grad(self) -> None:
+        for p in self.param_groups[0]["params"]:
+            if p.grad is not None:
+                p.grad.zero_()
+
+    @torch.no_grad()
+    def step(self) -> None:
+        group = self.param_groups[0]
+        params = [p for p in group["params"] if p.grad is not None]
+        states = [self.state_of(p) for p in params]
+        beta1, beta2 = group["betas"]
+        adam(params, [p.grad for p in params], [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states],
+             [], [s["step"] for s in states], fused=True, amsgrad=False, beta1=beta1, beta2=beta2, lr=group["lr"],
+             weight_decay=group["weight_decay"], eps=group["eps"], maximize=False)
+
+
+class SGD:
+    """torch.optim.SGD(params, lr, momentum): the momentum buffer starts as the first gradient."""
+
+    def __init__(self, params, lr: float, momentum: float = 0.0):
+        self.param_groups = [{"params": list(params), "lr": lr, "momentum": momentum}]
+        self.state: dict[torch.Tensor, dict[str, torch.Tensor]] = {}
+
+    def zero_grad(self) -> None:
+        for p in self.param_groups[0]["params"]:
+            if p.grad is not None:
+                p.grad.zero_()
+
+    @torch.no_grad()
+    def step(self) -> None:
+        group = self.param_groups[0]
+        params = [p for p in group["params"] if p.grad is not None]
+        buffers = [self.state.get(p, {}).get("momentum_buffer") for p in params]
+        # foreach=None: the function picks the kernels as torch.optim.SGD's default does
+        sgd(params, [p.grad for p in params], buffers, foreach=None, weight_decay=0.0,
+            momentum=group["momentum"], lr=group["lr"], dampening=0.0, nesterov=False, maximize=False)
+        if group["momentum"]:
+            for p, buffer in zip(params, buffers, strict=True):
+                self.state.setdefault(p, {})["momentum_buffer"] = buffer
