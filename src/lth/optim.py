@@ -16,7 +16,19 @@ from torch.optim.adam import adam
 from torch.optim.sgd import sgd
 
 
-class Adam:
+class Optimizer:
+    """What the two share: one parameter group, state per parameter, gradients zeroed in place."""
+
+    param_groups: list[dict]
+    state: dict[torch.Tensor, dict[str, torch.Tensor]]
+
+    def zero_grad(self) -> None:
+        for p in self.param_groups[0]["params"]:
+            if p.grad is not None:
+                p.grad.zero_()
+
+
+class Adam(Optimizer):
     """torch.optim.Adam(params, lr, fused=True): the fused kernel, one pass over each tensor."""
 
     def __init__(self, params, lr: float, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
@@ -32,11 +44,6 @@ class Adam:
                              "exp_avg_sq": torch.zeros_like(p, memory_format=torch.preserve_format)}
         return self.state[p]
 
-    def zero_grad(self) -> None:
-        for p in self.param_groups[0]["params"]:
-            if p.grad is not None:
-                p.grad.zero_()
-
     @torch.no_grad()
     def step(self) -> None:
         group = self.param_groups[0]
@@ -48,17 +55,12 @@ class Adam:
              weight_decay=group["weight_decay"], eps=group["eps"], maximize=False)
 
 
-class SGD:
+class SGD(Optimizer):
     """torch.optim.SGD(params, lr, momentum): the momentum buffer starts as the first gradient."""
 
     def __init__(self, params, lr: float, momentum: float = 0.0):
         self.param_groups = [{"params": list(params), "lr": lr, "momentum": momentum}]
         self.state: dict[torch.Tensor, dict[str, torch.Tensor]] = {}
-
-    def zero_grad(self) -> None:
-        for p in self.param_groups[0]["params"]:
-            if p.grad is not None:
-                p.grad.zero_()
 
     @torch.no_grad()
     def step(self) -> None:

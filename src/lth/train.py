@@ -104,12 +104,12 @@ class Window:
         self.loss_sum, self.correct, self.seen = loss_sum, int(correct), int(seen)
 
 
-def make_optimizer(model: torch.nn.Module, lr: float) -> optim.Adam:
+def make_optimizer(model: torch.nn.Module, lr: float) -> optim.Optimizer:
     # the fused kernel: one pass over each tensor (benchmarks/bench.py times the step beside a foreach one)
     return optim.Adam(model.parameters(), lr=lr)
 
 
-def step(model: torch.nn.Module, optimizer: optim.Adam,
+def step(model: torch.nn.Module, optimizer: optim.Optimizer,
          masked: list[tuple[torch.Tensor, torch.Tensor]], images: torch.Tensor,
          labels: torch.Tensor) -> torch.Tensor:
     """One Adam step in which pruned weights get zero gradient; returns the logits."""
