@@ -40,5 +40,5 @@ reference: setup
 	ln -sfn ../../workflow build/reference/workflow
 	cd build/reference && snakemake --cores $(or $(CORES),2)
 	mkdir -p $(REFERENCE)/figures
-	cp build/reference/results/rounds.csv build/reference/results/curves.csv build/reference/results/report.md $(REFERENCE)/
+	cp build/reference/results/*.csv build/reference/results/report.md $(REFERENCE)/
 	cp build/reference/results/figures/*.png $(REFERENCE)/figures/

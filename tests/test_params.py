@@ -55,14 +55,10 @@ def tiny(p):
         (lambda p: tiny(p)["train"].update(iterations=30.0), ["train.iterations = 30.0", "expected integer"]),
         (lambda p: tiny(p)["train"].update(lr=1e12), ["experiments.tiny.train.lr = 1000000000000.0", "at most 10"]),
         (lambda p: p["runtime"].update(threads=10**12), ["runtime.threads = 1000000000000", "at most 1024"]),
-        (lambda p: p["runtime"].update(threads=len(__import__("os").sched_getaffinity(0)) + 1),
-         ["runtime.threads", "more than this machine's"]),
         (lambda p: tiny(p)["train"].update(batch_size=1001),
          ["experiments.tiny.train.batch_size = 1001 is larger than the training split (1000 examples"]),
         (lambda p: p["data"].update(validation_size=60000),
          ["data.validation_size = 60000 leaves no training examples of mnist"]),
-        (lambda p: p["data"].update(local_dirs={"mnist": "/nonexistent/mnist"}),
-         ["data.local_dirs.mnist = '/nonexistent/mnist' is not a directory"]),
         (lambda p: tiny(p)["prune"].update(rates={"fc": 0.0, "output": 0.0}),
          ["experiments.tiny.prune.rates = {'fc': 0.0, 'output': 0.0} prunes nothing"]),
         (lambda p: p["experiments"].update({"x" * 300: p["experiments"]["tiny"]}),
@@ -120,11 +116,29 @@ def test_check_unchanged_compares_the_keys_a_stage_read(tmp_path):
         check_unchanged(path, read, ("a.b",), "train")
 
 
-def test_local_dirs_must_hold_the_datasets_files(tmp_path, tiny_params):
-    (tmp_path / "train-images-idx3-ubyte.gz").write_bytes(b"")
-    tiny_params["data"]["local_dirs"] = {"mnist": str(tmp_path)}
-    with pytest.raises(ParamsError, match=r"has no file for train-labels-idx1-ubyte, t10k-images"):
-        from_dict(tiny_params, "p.yaml")
+@pytest.mark.parametrize("change, words", [
+    (lambda p, d: p["runtime"].update(threads=len(__import__("os").sched_getaffinity(0)) + 1),
+     "runtime.threads = .* is more than this machine's"),
+    (lambda p, d: p["data"].update(local_dirs={"mnist": "/nonexistent/mnist"}),
+     "data.local_dirs.mnist = '/nonexistent/mnist' is not a directory"),
+    (lambda p, d: (d.joinpath("train-images-idx3-ubyte.gz").write_bytes(b""),
+                   p["data"].update(local_dirs={"mnist": str(d)})),
+     "has no file for train-labels-idx1-ubyte, t10k-images"),
+])
+def test_lth_check_refuses_what_this_machine_cannot_run(tmp_path, tiny_params, change, words):
+    """Cores and local data are checked by `lth check` (and local_dirs by `lth data`), not by
+    every stage: a cluster job may run where the submitting host's paths and cores differ."""
+    import subprocess
+    import sys
+
+    change(tiny_params, tmp_path)
+    from_dict(tiny_params, "p.yaml")  # the file itself is valid
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(tiny_params))
+    result = subprocess.run([sys.executable, "-m", "lth.cli", "check", "--params", str(path),
+                             "--dvc-yaml", str(tmp_path / "dvc.yaml")], capture_output=True, text=True)
+    assert result.returncode == 1
+    assert __import__("re").search(words, result.stderr), result.stderr
 
 
 def test_duplicate_keys_are_refused_with_both_lines(tmp_path):

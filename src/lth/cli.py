@@ -59,7 +59,11 @@ def _experiment(args):
 def cmd_data(args) -> None:
     from lth import data
 
-    summary = data.run(args.dataset, _params(args).data, Path(args.raw), Path(args.out))
+    from lth.params import check_local_dirs
+
+    params = _params(args)
+    check_local_dirs(args.params_read, args.params)
+    summary = data.run(args.dataset, params.data, Path(args.raw), Path(args.out))
     print(f"data: {summary}")
 
 
@@ -187,7 +191,11 @@ def cmd_profile(args) -> None:
 def cmd_check(args) -> None:
     from lth import plan
 
-    plan.check_dvc_yaml(_params(args), args.dvc_yaml, args.params)
+    from lth.params import check_environment
+
+    p = _params(args)
+    check_environment(args.params_read, args.params)
+    plan.check_dvc_yaml(p, args.dvc_yaml, args.params)
     print(f"{args.params} is valid and {args.dvc_yaml} is in sync with it")
 
 

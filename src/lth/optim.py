@@ -11,6 +11,8 @@ They keep the Optimizer attributes that checkpoints read: `param_groups[0]["para
 
 from __future__ import annotations
 
+from collections import defaultdict
+
 import torch
 from torch.optim.adam import adam
 from torch.optim.sgd import sgd
@@ -35,10 +37,11 @@ class Adam(Optimizer):
                  weight_decay: float = 0.0):
         self.param_groups = [{"params": list(params), "lr": lr, "betas": betas, "eps": eps,
                               "weight_decay": weight_decay}]
-        self.state: dict[torch.Tensor, dict[str, torch.Tensor]] = {}
+        self.state: dict[torch.Tensor, dict[str, torch.Tensor]] = defaultdict(dict)  # as torch.optim's
 
     def state_of(self, p: torch.Tensor) -> dict[str, torch.Tensor]:
-        if p not in self.state:  # as Adam creates it at a parameter's first step (fused: float32 step on p's device)
+        # as Adam creates it at a parameter's first step (fused: a float32 step on p's device)
+        if not self.state.get(p):
             self.state[p] = {"step": torch.zeros((), dtype=torch.float32, device=p.device),
                              "exp_avg": torch.zeros_like(p, memory_format=torch.preserve_format),
                              "exp_avg_sq": torch.zeros_like(p, memory_format=torch.preserve_format)}
@@ -60,16 +63,16 @@ class SGD(Optimizer):
 
     def __init__(self, params, lr: float, momentum: float = 0.0):
         self.param_groups = [{"params": list(params), "lr": lr, "momentum": momentum}]
-        self.state: dict[torch.Tensor, dict[str, torch.Tensor]] = {}
+        self.state: dict[torch.Tensor, dict[str, torch.Tensor]] = defaultdict(dict)  # as torch.optim's
 
     @torch.no_grad()
     def step(self) -> None:
         group = self.param_groups[0]
         params = [p for p in group["params"] if p.grad is not None]
-        buffers = [self.state.get(p, {}).get("momentum_buffer") for p in params]
+        buffers = [self.state[p].get("momentum_buffer") for p in params]
         # foreach=None: the function picks the kernels as torch.optim.SGD's default does
         sgd(params, [p.grad for p in params], buffers, foreach=None, weight_decay=0.0,
             momentum=group["momentum"], lr=group["lr"], dampening=0.0, nesterov=False, maximize=False)
         if group["momentum"]:
             for p, buffer in zip(params, buffers, strict=True):
-                self.state.setdefault(p, {})["momentum_buffer"] = buffer
+                self.state[p]["momentum_buffer"] = buffer

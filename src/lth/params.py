@@ -238,8 +238,6 @@ def validate(raw: dict[str, Any], source: str | Path = "params.yaml") -> None:
             raise ParamsError(f"{where}.prune.rates = {e['prune']['rates']} prunes nothing; give at least "
                               "one kind a rate above 0 (paper: fc 0.2, output 0.1)")
         check_split_sizes(where, e, raw["data"], source)
-    check_machine(raw, source)
-    check_local_dirs(raw, source)
 
 
 def check_split_sizes(where: str, e: dict[str, Any], data: dict[str, Any], source: str | Path) -> None:
@@ -259,10 +257,19 @@ def check_split_sizes(where: str, e: dict[str, Any], data: dict[str, Any], sourc
                               "after data.validation_size and data.train_subset); use at most that")
 
 
+def check_environment(raw: dict[str, Any], source: str | Path) -> None:
+    """What `lth check` knows beyond the file: this machine's cores and the local data. Not
+    part of validate(): a cluster job may run where the submitting host's paths and core
+    count do not hold, and only the data stage reads local_dirs."""
+    check_machine(raw, source)
+    check_local_dirs(raw, source)
+
+
 def check_machine(raw: dict[str, Any], source: str | Path) -> None:
     import os
 
-    threads, cores = raw["runtime"]["threads"], len(os.sched_getaffinity(0))
+    threads = raw["runtime"]["threads"]
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     if threads > cores:
         raise ParamsError(f"{source}: runtime.threads = {threads} is more than this machine's {cores} cores; "
                           f"use at most {cores} (more threads than cores only slows the step down)")

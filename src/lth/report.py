@@ -50,7 +50,7 @@ MEASURES = {
     "reinit_stop_ratio": ("random reinit's early-stop iteration / the ticket's", "x",
                           lambda d, t, r: r.early_stop_iteration / t.early_stop_iteration),
 }
-# Frankle & Carbin's headline numbers, as transcribed in ../shared/reference/papers.md
+# Frankle & Carbin's headline numbers (arXiv 1803.03635)
 PAPER_CLAIMS = {
     "lenet_300_100": [Claim("dense_accuracy", 100.0, "just over 98%"), Claim("stop_sooner", 21.1, "38%"),
                       Claim("accuracy_gain", 13.5, "+0.3 points"), Claim("accuracy_gain", 3.6, "about 0"),

@@ -32,7 +32,7 @@ from lth.params import DataParams, Experiment, RuntimeParams, TrainParams
 CURVE_COLUMNS = ("iteration", "train_loss", "train_accuracy", "validation_loss",
                  "validation_accuracy", "test_loss", "test_accuracy")
 # the modules that train: a checkpoint of an earlier version of them is not resumed
-CODE = (__file__, loop.__file__, mlp_step.__file__, models.__file__)
+CODE = (__file__, loop.__file__, mlp_step.__file__, optim.__file__, models.__file__)
 
 
 def early_stop(curve: list[dict]) -> dict:
