@@ -243,7 +243,7 @@ TEMPLATES = {
         Template("report", "lth report --params {params_file} --results {results} --out {results}/"
                            + outputs.REPORT,
                  code=("report.py", "architectures.py", "plan.py", "artifacts.py"),
-                 params=("seeds", *COMPUTE, "figures", "experiments"),
+                 params=("seeds", *COMPUTE, "figures.formats", "experiments"),
                  deps=tuple(f"{{results}}/{t}" for t in (outputs.ROUNDS, outputs.UNTRAINED, outputs.LEARNED)),
                  **written("report", "{results}")),
     )
