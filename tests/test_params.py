@@ -1,3 +1,8 @@
+import os
+import re
+import subprocess
+import sys
+
 import pytest
 import yaml
 from conftest import REPO
@@ -117,7 +122,7 @@ def test_check_unchanged_compares_the_keys_a_stage_read(tmp_path):
 
 
 @pytest.mark.parametrize("change, words", [
-    (lambda p, d: p["runtime"].update(threads=len(__import__("os").sched_getaffinity(0)) + 1),
+    (lambda p, d: p["runtime"].update(threads=len(os.sched_getaffinity(0)) + 1),
      "runtime.threads = .* is more than this machine's"),
     (lambda p, d: p["data"].update(local_dirs={"mnist": "/nonexistent/mnist"}),
      "data.local_dirs.mnist = '/nonexistent/mnist' is not a directory"),
@@ -128,9 +133,6 @@ def test_check_unchanged_compares_the_keys_a_stage_read(tmp_path):
 def test_lth_check_refuses_what_this_machine_cannot_run(tmp_path, tiny_params, change, words):
     """Cores and local data are checked by `lth check` (and local_dirs by `lth data`), not by
     every stage: a cluster job may run where the submitting host's paths and cores differ."""
-    import subprocess
-    import sys
-
     change(tiny_params, tmp_path)
     from_dict(tiny_params, "p.yaml")  # the file itself is valid
     path = tmp_path / "params.yaml"
@@ -138,7 +140,7 @@ def test_lth_check_refuses_what_this_machine_cannot_run(tmp_path, tiny_params, c
     result = subprocess.run([sys.executable, "-m", "lth.cli", "check", "--params", str(path),
                              "--dvc-yaml", str(tmp_path / "dvc.yaml")], capture_output=True, text=True)
     assert result.returncode == 1
-    assert __import__("re").search(words, result.stderr), result.stderr
+    assert re.search(words, result.stderr), result.stderr
 
 
 def test_duplicate_keys_are_refused_with_both_lines(tmp_path):
