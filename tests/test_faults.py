@@ -185,7 +185,7 @@ def test_the_csr_path_resumes_bit_identical(tmp_path, prepared, capsys):
     checkpoint restores them exactly."""
     theta0 = models.make_theta0("lenet_300_100", "mnist", seed=0)
     mask_np = pruning.prune(theta0, masks.dense(theta0), {"fc": 0.2, "output": 0.1}, steps=14)
-    assert train.make_step(*lenet(reset.ticket(theta0, mask_np), mask_np), 1e-3).sparse_layers == ["fc1"]
+    assert train.make_step(*lenet(reset.ticket(theta0, mask_np), mask_np), TrainParams(1e-3, 20, 1, 1)).sparse_layers == ["fc1"]
     path = tmp_path / "checkpoint.safetensors"
     first, first_curve, _ = leave_checkpoint(path, prepared, "f", mask_np)
     assert path.exists()  # iteration 200's

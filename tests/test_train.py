@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from lth import LthError, loop, masks, models, outputs, pruning, reset, train
+from lth import LthError, loop, masks, models, optim, outputs, pruning, reset, train
 from lth.artifacts import load_arrays, save_arrays
 from lth.checkpoint import Checkpoint
 from lth.params import DataParams, Experiment, ModelParams, PruneParams, ResetParams, RuntimeParams, TrainParams
@@ -37,7 +37,7 @@ def test_pruned_weights_and_their_adam_state_stay_exactly_zero(prepared):
     mask = {n: torch.from_numpy(m).float() for n, m in mask_np.items()}
     params = dict(model.named_parameters())
     masked = [(params[n], m) for n, m in mask.items()]
-    optimizer = train.make_optimizer(model, lr=0.01)
+    optimizer = optim.build(model.parameters(), TrainParams(lr=0.01, batch_size=20, iterations=5, eval_every=5))
     for i in range(5):
         idx = torch.arange(i * 20, i * 20 + 20)
         train.step(model, optimizer, masked, splits["train"].images[idx], splits["train"].labels[idx])
@@ -163,7 +163,7 @@ def test_the_curve_follows_the_trained_network(prepared, keep):
     mask_np = {n: rng.random(w.shape) < keep for n, w in theta0.items() if masks.is_prunable(n)}
     model = models.load_arrays_into(models.build("lenet_300_100", (1, 28, 28), 10), reset.ticket(theta0, mask_np))
     mask = {n: torch.from_numpy(m).float() for n, m in mask_np.items()}
-    assert train.make_step(model, mask, 1e-3).sparse_layers == ([] if keep == 1.0 else ["fc1"])
+    assert train.make_step(model, mask, PARAMS).sparse_layers == ([] if keep == 1.0 else ["fc1"])
     splits = loop.load_splits(prepared, torch.device("cpu"))
     recorded = []
     curve, _ = train.train(model, mask, splits, PARAMS, seed=0, progress=False, on_record=recorded.append)
