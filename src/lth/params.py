@@ -259,7 +259,8 @@ def check_recipe(where: str, e: dict[str, Any]) -> None:
     if t.get("optimizer", "adam") == "adam":
         for name, off in (("momentum", 0), ("nesterov", False)):
             if t.get(name, off) != off:
-                raise ParamsError(f"{key}.{name} = {t[name]!r} is an SGD setting, but train.optimizer is adam; "
+                value = str(t[name]).lower() if isinstance(t[name], bool) else t[name]  # as YAML writes it
+                raise ParamsError(f"{key}.{name} = {value} is an SGD setting, but train.optimizer is adam; "
                                   "set train.optimizer: sgd, or remove it")
     if t.get("nesterov") and not t.get("momentum"):
         raise ParamsError(f"{key}.nesterov = true needs momentum, but train.momentum = {t.get('momentum', 0.0)}; "
@@ -391,7 +392,7 @@ def experiment(name: str, raw: dict[str, Any]) -> Experiment:
 
 
 def train(raw: dict[str, Any]) -> TrainParams:
-    # a tuple: Experiment is frozen and hashable, and equal recipes compare equal (plan.trunk)
+    # a tuple, as `controls`: the frozen recipe stays hashable
     return TrainParams(**{**raw, "milestones": tuple(raw.get("milestones", ()))})
 
 
