@@ -163,7 +163,7 @@ def step_measurements(name: str, percent: float, repeat: int) -> tuple[float, di
     of validation + test as training runs it (scaled from 3000 examples), at `percent`."""
     images, labels = torch.randn(BATCH, *SHAPES[name]), torch.randint(0, CLASSES[name], (BATCH,))
     model, mask, actual = masked_model(name, percent)
-    ours = train.make_step(model, mask, 1e-3)
+    ours = train.make_step(model, mask, train.TrainParams(lr=1e-3, batch_size=BATCH, iterations=1, eval_every=1))
     measured = 3_000
     split = loop.Split(torch.randn(measured, *SHAPES[name]), torch.randint(0, CLASSES[name], (measured,)))
     evaluate = train.evaluators(ours, model.eval(), {"validation": split, "test": split})["test"]

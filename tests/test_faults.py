@@ -20,11 +20,16 @@ from lth.params import TrainParams
 OUTPUTS = outputs.names("train")
 
 
-def training(tmp_path, tiny_params, prepared, name: str, iterations: int = 3000):
+# the whole recipe at once: SGD with Nesterov momentum and weight decay, warmup, a milestone, augmentation
+SGD_RECIPE = {"lr": 0.05, "optimizer": "sgd", "momentum": 0.9, "nesterov": True, "weight_decay": 1e-4,
+              "warmup": 200, "milestones": [1000], "augment": True}
+
+
+def training(tmp_path, tiny_params, prepared, name: str, iterations: int = 3000, recipe: dict | None = None):
     """A workspace for one `lth train` of LeNet on the synthetic data, checkpointing every 100."""
     tiny_params["runtime"]["checkpoint_every"] = 100
     e = tiny_params["experiments"]["tiny"]
-    e["train"].update(iterations=iterations, eval_every=100)
+    e["train"].update(iterations=iterations, eval_every=100, **(recipe or {}))
     e["reset"]["rewind_iteration"] = 150
     ws = tmp_path / name
     ws.mkdir()
@@ -36,10 +41,11 @@ def training(tmp_path, tiny_params, prepared, name: str, iterations: int = 3000)
                 "--ticket", "ticket.safetensors", "--mask", "mask.safetensors", "--out", "out"]
 
 
-def test_a_killed_training_resumes_bit_identical(tmp_path, tiny_params, prepared):
-    ws_a, cmd = training(tmp_path, tiny_params, prepared, "uninterrupted")
+@pytest.mark.parametrize("recipe", [None, SGD_RECIPE], ids=["adam", "sgd-augment"])
+def test_a_killed_training_resumes_bit_identical(tmp_path, tiny_params, prepared, recipe):
+    ws_a, cmd = training(tmp_path, tiny_params, prepared, "uninterrupted", recipe=recipe)
     subprocess.run(cmd, cwd=ws_a, check=True, env=tool_env(), capture_output=True)
-    ws_b, _ = training(tmp_path, tiny_params, prepared, "killed")
+    ws_b, _ = training(tmp_path, tiny_params, prepared, "killed", recipe=recipe)
     checkpoint = ws_b / "out" / "checkpoint.safetensors"
     proc = subprocess.Popen(cmd, cwd=ws_b, env=tool_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
@@ -185,7 +191,7 @@ def test_the_csr_path_resumes_bit_identical(tmp_path, prepared, capsys):
     checkpoint restores them exactly."""
     theta0 = models.make_theta0("lenet_300_100", "mnist", seed=0)
     mask_np = pruning.prune(theta0, masks.dense(theta0), {"fc": 0.2, "output": 0.1}, steps=14)
-    assert train.make_step(*lenet(reset.ticket(theta0, mask_np), mask_np), 1e-3).sparse_layers == ["fc1"]
+    assert train.make_step(*lenet(reset.ticket(theta0, mask_np), mask_np), TrainParams(1e-3, 20, 1, 1)).sparse_layers == ["fc1"]
     path = tmp_path / "checkpoint.safetensors"
     first, first_curve, _ = leave_checkpoint(path, prepared, "f", mask_np)
     assert path.exists()  # iteration 200's
@@ -213,9 +219,12 @@ def test_a_checkpoint_missing_a_part_is_ignored_before_anything_is_restored(tmp_
     assert all(np.array_equal(a[n], b[n]) for n in a)
 
 
-def test_the_autograd_path_resumes_bit_identical(tmp_path, prepared, capsys):
-    """Conv-2 with dropout (autograd, one Adam over many tensors, the dropout generator in the
-    checkpoint) resumes from a checkpoint mid-window to the uninterrupted result."""
+@pytest.mark.parametrize("recipe", [{}, SGD_RECIPE], ids=["adam", "sgd-augment"])
+def test_the_autograd_path_resumes_bit_identical(tmp_path, prepared, capsys, recipe):
+    """Conv-2 with dropout (autograd, one optimizer over many tensors, the dropout generator in
+    the checkpoint; with SGD, its momentum buffers and the augmentation's generator) resumes
+    from a checkpoint mid-window to the uninterrupted result."""
+    recipe = {**recipe, "milestones": (6,), "warmup": 3} if recipe else {}
     theta0 = models.make_theta0("conv2", "mnist", seed=0)
     mask_np = pruning.prune(theta0, masks.dense(theta0), {"conv": 0.1, "fc": 0.2, "output": 0.1}, steps=1)
     splits = loop.load_splits(prepared, torch.device("cpu"))
@@ -226,8 +235,9 @@ def test_the_autograd_path_resumes_bit_identical(tmp_path, prepared, capsys):
                                         reset.ticket(theta0, mask_np))
         mask = {n: torch.from_numpy(m).float() for n, m in mask_np.items()}
         torch.manual_seed(0)
-        curve, _ = train.train(model, mask, splits, TrainParams(1.2e-3, 20, 10, 5), seed=3, progress=False,
-                               checkpoint=checkpoint)
+        curve, _ = train.train(model, mask, splits, TrainParams(**{"lr": 1.2e-3, **recipe}, batch_size=20,
+                                                                iterations=10, eval_every=5),
+                               seed=3, progress=False, checkpoint=checkpoint, schedule_start=2)
         results.append((curve, models.state_arrays(model)))
     assert f"resumed from {checkpoint.path} at iteration 8" in capsys.readouterr().out
     (first, a), (resumed, b) = results

@@ -5,6 +5,9 @@ import torch
 import torch.nn.functional as F
 
 from lth import mlp_step, models
+from lth.params import TrainParams
+
+ADAM = TrainParams(lr=1e-3, batch_size=60, iterations=1, eval_every=1)
 
 
 def masked_lenet(keep: float, seed: int = 0):
@@ -19,13 +22,20 @@ def masked_lenet(keep: float, seed: int = 0):
     return model, mask
 
 
+SGD = TrainParams(lr=0.05, batch_size=60, iterations=1, eval_every=1, optimizer="sgd", momentum=0.9, nesterov=True,
+                  weight_decay=1e-3)
+REFERENCE = {"adam": lambda ps: torch.optim.Adam(ps, lr=1e-3),
+             "sgd": lambda ps: torch.optim.SGD(ps, lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-3)}
+
+
+@pytest.mark.parametrize("recipe", [ADAM, SGD], ids=lambda r: r.optimizer)
 @pytest.mark.parametrize("keep, sparse", [(0.5, []), (0.05, ["fc1"])])
-def test_step_matches_autograd_and_keeps_pruned_weights_zero(keep, sparse):
+def test_step_matches_autograd_and_keeps_pruned_weights_zero(keep, sparse, recipe):
     reference, mask = masked_lenet(keep)
     fast, _ = masked_lenet(keep)
-    step = mlp_step.MLPStep(fast, mask, lr=1e-3)
+    step = mlp_step.MLPStep(fast, mask, recipe)
     assert step.sparse_layers == sparse
-    optimizer = torch.optim.Adam(reference.parameters(), lr=1e-3)
+    optimizer = REFERENCE[recipe.optimizer](reference.parameters())
     g = torch.Generator().manual_seed(2)
     for _ in range(4):
         x, y = torch.randn(60, 1, 28, 28, generator=g), torch.randint(0, 10, (60,), generator=g)
@@ -69,7 +79,7 @@ def test_sparse_and_dense_paths_agree():
         old = mlp_step.SPARSE_DENSITY
         mlp_step.SPARSE_DENSITY = density
         try:
-            step = mlp_step.MLPStep(model, mask, lr=1e-3)
+            step = mlp_step.MLPStep(model, mask, ADAM)
         finally:
             mlp_step.SPARSE_DENSITY = old
         g = torch.Generator().manual_seed(3)
@@ -87,7 +97,7 @@ def test_a_layer_with_frozen_nonzero_pruned_weights_stays_dense():
     frozen = masked_lenet(1.0)[0].fc1.weight.detach()
     with torch.no_grad():
         model.fc1.weight.copy_(torch.where(mask["fc1.weight"] == 0, frozen, model.fc1.weight))
-    step = mlp_step.MLPStep(model, mask, lr=1e-3)
+    step = mlp_step.MLPStep(model, mask, ADAM)
     assert step.sparse_layers == []
     before = model.fc1.weight.detach().clone()
     g = torch.Generator().manual_seed(4)
@@ -105,7 +115,7 @@ def test_evaluation_from_the_step_matches_the_model(keep, sparse):
     from lth import loop, train
 
     model, mask = masked_lenet(keep)
-    step = mlp_step.MLPStep(model, mask, lr=1e-3)
+    step = mlp_step.MLPStep(model, mask, ADAM)
     assert step.sparse_layers == sparse
     g = torch.Generator().manual_seed(5)
     for _ in range(3):
@@ -120,7 +130,7 @@ def test_evaluation_from_the_step_matches_the_model(keep, sparse):
 
 def test_write_back_and_reload_round_trip_weights_and_biases():
     model, mask = masked_lenet(0.05)
-    step = mlp_step.MLPStep(model, mask, lr=1e-3)
+    step = mlp_step.MLPStep(model, mask, ADAM)
     g = torch.Generator().manual_seed(6)
     step(torch.randn(60, 1, 28, 28, generator=g), torch.randint(0, 10, (60,), generator=g))
     step.write_back()
@@ -145,7 +155,7 @@ def test_the_single_adam_call_is_torch_adam_bit_for_bit():
     """The step calls Adam's functional fused kernel on one flat buffer: the same numbers as
     torch.optim.Adam(fused=True) stepping that buffer."""
     model, mask = masked_lenet(0.5)
-    step = mlp_step.MLPStep(model, mask, lr=1e-3)
+    step = mlp_step.MLPStep(model, mask, ADAM)
     initial, reference = step.flat.clone(), step.flat.clone()
     optimizer = torch.optim.Adam([reference], lr=1e-3, fused=True)
     g = torch.Generator().manual_seed(7)
@@ -165,7 +175,7 @@ def test_padding_units_stay_zero_and_never_reach_the_model(keep):
     after training, the padding's weights, biases and Adam moments are still exactly zero, the
     model has its own shapes, and the step's evaluation gives the model's logits."""
     model, mask = masked_lenet(keep)
-    step = mlp_step.MLPStep(model, mask, lr=1e-3)
+    step = mlp_step.MLPStep(model, mask, ADAM)
     assert [layer.width for layer in step.layers] == [304, 104, 10]
     g = torch.Generator().manual_seed(4)
     for _ in range(20):

@@ -7,7 +7,7 @@ import pytest
 import yaml
 from conftest import REPO
 
-from lth.params import ParamsError, from_dict, load
+from lth.params import ParamsError, TrainParams, from_dict, load
 
 
 def test_repository_params_are_valid_and_the_papers():
@@ -70,6 +70,34 @@ def tiny(p):
          ["experiments: the name 'xxxxxxxxxxxxxxxxxxxx'... is 300 characters long; use at most 64"]),
         (lambda p: p["experiments"].update({"a b": p["experiments"]["tiny"]}),
          ["experiments: the name 'a b' may only use letters, digits and underscores"]),
+        # the training recipe: wrong combinations, named by key
+        (lambda p: tiny(p)["train"].update(momentum=0.9),
+         ["experiments.tiny.train.momentum = 0.9 is an SGD setting, but train.optimizer is adam"]),
+        (lambda p: tiny(p)["train"].update(nesterov=True),
+         ["experiments.tiny.train.nesterov = true is an SGD setting, but train.optimizer is adam"]),
+        (lambda p: tiny(p)["train"].update(optimizer="sgd", nesterov=True),
+         ["experiments.tiny.train.nesterov = true needs momentum, but train.momentum = 0.0"]),
+        (lambda p: tiny(p)["train"].update(optimizer="sgd", momentum=0.0, nesterov=True),
+         ["experiments.tiny.train.nesterov = true needs momentum"]),
+        (lambda p: tiny(p)["train"].update(optimizer="rmsprop"), ["train.optimizer = 'rmsprop'", "'adam', 'sgd'"]),
+        (lambda p: tiny(p)["train"].update(optimizer="sgd", momentum=1.0), ["train.momentum = 1.0", "less than 1"]),
+        (lambda p: tiny(p)["train"].update(weight_decay=-1e-4), ["train.weight_decay = -0.0001", "at least 0"]),
+        (lambda p: tiny(p)["train"].update(warmup=31),
+         ["experiments.tiny.train.warmup = 31 is longer than the training (train.iterations = 30)"]),
+        (lambda p: tiny(p)["train"].update(warmup=-1), ["train.warmup = -1", "at least 0"]),
+        (lambda p: tiny(p)["train"].update(milestones=[20, 10]),
+         ["experiments.tiny.train.milestones = [20, 10] must be strictly increasing"]),
+        (lambda p: tiny(p)["train"].update(milestones=[10, 10]), ["train.milestones = [10, 10] must be strictly"]),
+        (lambda p: tiny(p)["train"].update(milestones=[10, 31]),
+         ["experiments.tiny.train.milestones = [10, 31]: 31 is beyond train.iterations = 30"]),
+        (lambda p: tiny(p)["train"].update(milestones=[0]), ["train.milestones.0 = 0", "at least 1"]),
+        (lambda p: tiny(p)["train"].update(milestones=10), ["train.milestones = 10", "expected array"]),
+        (lambda p: tiny(p)["train"].update(gamma=0), ["experiments.tiny.train.gamma = 0", "greater than 0"]),
+        (lambda p: tiny(p)["train"].update(gamma=-0.1), ["train.gamma = -0.1", "greater than 0"]),
+        (lambda p: tiny(p)["train"].update(augment="yes"), ["train.augment = 'yes'", "expected boolean"]),
+        (lambda p: (tiny(p)["train"].update(weight_decay=1e-4), tiny(p)["reset"].update(pruned="freeze_init")),
+         ["experiments.tiny.train.weight_decay = 0.0001 would move the pruned weights",
+          "reset.pruned = 'freeze_init'"]),
     ],
 )
 def test_bad_params_name_key_value_and_what_is_allowed(tiny_params, change, words):
@@ -80,6 +108,18 @@ def test_bad_params_name_key_value_and_what_is_allowed(tiny_params, change, word
     assert message.startswith("my-params.yaml: ")
     for w in words:
         assert w in message
+
+
+def test_the_recipe_keys_default_to_plain_adam_and_parse(tiny_params):
+    assert from_dict(tiny_params).experiments["tiny"].train == TrainParams(lr=0.0012, batch_size=60, iterations=30,
+                                                                          eval_every=10)
+    recipe = {"optimizer": "sgd", "momentum": 0.9, "nesterov": True, "weight_decay": 1e-4, "milestones": [20, 25],
+              "gamma": 0.2, "warmup": 30, "augment": True}
+    tiny(tiny_params)["train"].update(recipe)
+    e = from_dict(tiny_params).experiments["tiny"]
+    assert e.train == TrainParams(lr=0.0012, batch_size=60, iterations=30, eval_every=10,
+                                  **{**recipe, "milestones": (20, 25)})
+    hash(e.train)  # milestones as a tuple: the recipe stays hashable, as a frozen dataclass should
 
 
 def test_yaml_syntax_error_names_the_file(tmp_path):

@@ -114,10 +114,18 @@ def test_a_lineage_differing_only_in_rates_reuses_round_0(pipe):
 def test_both_tools_run_the_same_commands_and_make_identical_artifacts(tmp_path, mnist_dir):
     params = copy.deepcopy(TINY)
     params["experiments"]["tiny"]["controls"] = ["reinit", "random"]
+    # the SGD recipe, rewound: its rounds after 0 start the schedule at iteration 5
+    sgd = copy.deepcopy(params["experiments"]["tiny"])
+    sgd["train"].update(lr=0.05, optimizer="sgd", momentum=0.9, nesterov=True, weight_decay=1e-4, milestones=[20],
+                        warmup=10, augment=True)
+    sgd["reset"]["rewind_iteration"] = 5
+    sgd["controls"] = ["reinit"]
+    params["experiments"]["sgd"] = sgd
     dvc = Pipeline("dvc", tmp_path / "dvc", params, mnist_dir)
     smk = Pipeline("snakemake", tmp_path / "smk", params, mnist_dir)
     assert dvc.repro() == smk.repro()
     assert sorted(dvc.last_commands) == sorted(smk.last_commands)
+    assert sum("--experiment sgd --seed 0 --schedule-start 5 " in c for c in dvc.last_commands) == 4
     a, b = digests(dvc.path), digests(smk.path)
     assert len(a) > 40 and a == b
     assert (dvc.path / "results/report.md").read_text() == (smk.path / "results/report.md").read_text()

@@ -84,6 +84,18 @@ def test_rewinding_resets_to_round_0s_weights_at_iteration_k(tiny_params):
     assert "experiments.tiny.reset.rewind_iteration" in stages["train@tiny-s0-r00"].params
 
 
+@pytest.mark.parametrize("rewind", [0, 10])
+def test_rewound_rounds_start_at_the_rewind_points_place_in_the_schedule(tiny_params, rewind):
+    """Round 0 starts the learning-rate schedule at step 0; every later round and its controls
+    start from the rewind point, at its step (open_lth's semantics)."""
+    tiny_params["experiments"]["tiny"]["reset"]["rewind_iteration"] = rewind
+    tiny_params["experiments"]["tiny"]["controls"] = ["reinit", "random"]
+    trainings = {k: s.cmd for k, s in stages_of(tiny_params).items() if k.startswith("train@")}
+    assert "--schedule-start 0 " in trainings.pop("train@tiny-s0-r00")
+    assert set(trainings) == {f"train@tiny-s0-r0{k}{b}" for k in (1, 2) for b in ("", "-reinit", "-random")}
+    assert all(f"--schedule-start {rewind} " in cmd for cmd in trainings.values())
+
+
 def test_generated_dvc_yaml_expands_to_the_plans_commands(tiny_params):
     p = from_dict(tiny_params)
     doc = yaml.safe_load(plan.dvc_yaml(p))["stages"]

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from lth import LthError, loop, masks, models, outputs, pruning, reset, train
+from lth import LthError, loop, masks, models, optim, outputs, pruning, reset, train
 from lth.artifacts import load_arrays, save_arrays
 from lth.checkpoint import Checkpoint
 from lth.params import DataParams, Experiment, ModelParams, PruneParams, ResetParams, RuntimeParams, TrainParams
@@ -37,7 +37,7 @@ def test_pruned_weights_and_their_adam_state_stay_exactly_zero(prepared):
     mask = {n: torch.from_numpy(m).float() for n, m in mask_np.items()}
     params = dict(model.named_parameters())
     masked = [(params[n], m) for n, m in mask.items()]
-    optimizer = train.make_optimizer(model, lr=0.01)
+    optimizer = optim.build(model.parameters(), TrainParams(lr=0.01, batch_size=20, iterations=5, eval_every=5))
     for i in range(5):
         idx = torch.arange(i * 20, i * 20 + 20)
         train.step(model, optimizer, masked, splits["train"].images[idx], splits["train"].labels[idx])
@@ -163,7 +163,7 @@ def test_the_curve_follows_the_trained_network(prepared, keep):
     mask_np = {n: rng.random(w.shape) < keep for n, w in theta0.items() if masks.is_prunable(n)}
     model = models.load_arrays_into(models.build("lenet_300_100", (1, 28, 28), 10), reset.ticket(theta0, mask_np))
     mask = {n: torch.from_numpy(m).float() for n, m in mask_np.items()}
-    assert train.make_step(model, mask, 1e-3).sparse_layers == ([] if keep == 1.0 else ["fc1"])
+    assert train.make_step(model, mask, PARAMS).sparse_layers == ([] if keep == 1.0 else ["fc1"])
     splits = loop.load_splits(prepared, torch.device("cpu"))
     recorded = []
     curve, _ = train.train(model, mask, splits, PARAMS, seed=0, progress=False, on_record=recorded.append)
@@ -240,3 +240,72 @@ def test_input_normalizations():
     assert torch.equal(loop.normalized(images, "unit_range", mean, std), images.float() / 255.0)
     with pytest.raises(LthError, match="data.normalize = 'whiten'"):
         loop.normalized(images, "whiten", mean, std)
+
+
+def spy_on_lrs(monkeypatch) -> list[float]:
+    """The lr of every optimizer step, as the update functions receive it (the LeNet step
+    calls torch's adam itself; the other steps go through optim.Adam and optim.SGD)."""
+    from lth import mlp_step
+
+    lrs = []
+    for module, name in ((optim, "adam"), (optim, "sgd"), (mlp_step, "adam")):
+        update = getattr(module, name)
+        monkeypatch.setattr(module, name, lambda *a, update=update, **kw: (lrs.append(kw["lr"]), update(*a, **kw))[1])
+    return lrs
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.5], ids=["lenet-step", "autograd-step"])
+@pytest.mark.parametrize("optimizer, momentum", [("sgd", 0.9), ("adam", 0.0)])
+@pytest.mark.parametrize("start", [0, 7])
+def test_each_iteration_trains_at_the_schedules_lr(prepared, monkeypatch, dropout, optimizer, momentum, start):
+    """Iteration i trains at schedule step start + i - 1: a round from theta_0 starts at step 0,
+    a rewound round at the rewind iteration's step (warmup before it is not repeated). With
+    dropout, LeNet trains with autograd (optim.Adam, optim.SGD); without, with its own step."""
+    recipe = TrainParams(lr=0.1, batch_size=20, iterations=20, eval_every=10, optimizer=optimizer, momentum=momentum,
+                         milestones=(12, 16), gamma=0.5, warmup=8)
+    theta0 = models.make_theta0("lenet_300_100", "mnist", seed=0)
+    model = models.load_arrays_into(models.build("lenet_300_100", (1, 28, 28), 10, dropout=dropout), theta0)
+    mask = {n: torch.ones(w.shape) for n, w in theta0.items() if masks.is_prunable(n)}
+    lrs = spy_on_lrs(monkeypatch)
+    train.train(model, mask, loop.load_splits(prepared, torch.device("cpu")), recipe, seed=0, progress=False,
+                schedule_start=start)
+    # lr * gamma^(milestones passed) * min(1, step / warmup), step = start + iteration - 1
+    formula = [0.1 * 0.5 ** ((t >= 12) + (t >= 16)) * min(1.0, t / 8) for t in range(start, start + 20)]
+    assert lrs == pytest.approx(formula, rel=1e-15, abs=0)
+    chosen = {0: {1: 0.0, 5: 0.05, 9: 0.1, 13: 0.05, 17: 0.025, 20: 0.025},
+              7: {1: 0.0875, 2: 0.1, 5: 0.1, 6: 0.05, 10: 0.025, 20: 0.025}}[start]
+    assert {i: lrs[i - 1] for i in chosen} == pytest.approx(chosen, rel=1e-15, abs=0)
+
+
+def test_a_constant_recipe_never_touches_the_lr(prepared, monkeypatch):
+    theta0 = models.make_theta0("lenet_300_100", "mnist", seed=0)
+    model = models.load_arrays_into(models.build("lenet_300_100", (1, 28, 28), 10), theta0)
+    mask = {n: torch.ones(w.shape) for n, w in theta0.items() if masks.is_prunable(n)}
+    lrs = spy_on_lrs(monkeypatch)
+    train.train(model, mask, loop.load_splits(prepared, torch.device("cpu")), PARAMS, seed=0, progress=False,
+                schedule_start=7)
+    assert lrs == [PARAMS.lr] * PARAMS.iterations
+
+
+def train_lenet(prepared, recipe: TrainParams, seed: int, global_seed: int = 0) -> dict[str, np.ndarray]:
+    theta0 = models.make_theta0("lenet_300_100", "mnist", seed=0)
+    model = models.load_arrays_into(models.build("lenet_300_100", (1, 28, 28), 10), theta0)
+    mask = {n: torch.ones(w.shape) for n, w in theta0.items() if masks.is_prunable(n)}
+    torch.manual_seed(global_seed)
+    train.train(model, mask, loop.load_splits(prepared, torch.device("cpu")), recipe, seed=seed, progress=False)
+    return models.state_arrays(model)
+
+
+def same(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> bool:
+    return all(np.array_equal(a[n], b[n]) for n in a)
+
+
+def test_augmented_training_is_reproducible_and_seeded_by_its_seed_alone(prepared):
+    """The augmentation draws come from the training's seed (not torch's global generator):
+    the same seed gives the same weights whatever the global state, another seed others."""
+    recipe = TrainParams(lr=0.05, batch_size=20, iterations=12, eval_every=6, optimizer="sgd", momentum=0.9,
+                         augment=True)
+    a = train_lenet(prepared, recipe, seed=1, global_seed=0)
+    assert same(a, train_lenet(prepared, recipe, seed=1, global_seed=123))
+    assert not same(a, train_lenet(prepared, recipe, seed=2))
+    assert not same(a, train_lenet(prepared, TrainParams(**{**recipe.__dict__, "augment": False}), seed=1))

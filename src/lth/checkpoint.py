@@ -2,10 +2,12 @@
 safetensors file in its directory, resumed by a rerun of the same training (inputs,
 params and code: its fingerprint), bit-identical to an uninterrupted run on the CPU.
 
-The state: the model, the Adam moments, the batch order, the window of minibatches since
-the last evaluation (train.Window), the dropout generator, the curve so far and the
+The state: the model, the optimizer's state (Adam's moments, SGD's momentum buffers), the
+random streams (the batch order, the augmentation's generator), the window of minibatches
+since the last evaluation (train.Window), the dropout generator, the curve so far and the
 weights at the rewind iteration once passed. `train_step` is the training's step
-(train.AutogradStep or mlp_step.MLPStep).
+(train.AutogradStep or mlp_step.MLPStep); `streams` maps a name to an object with
+state() and load() (loop.BatchOrder, augment.Augment).
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ import torch
 
 from lth import LthError, models
 from lth.artifacts import load_arrays, save_arrays
-from lth.loop import BatchOrder
 from lth.params import Experiment, RuntimeParams
 
 
@@ -35,14 +36,15 @@ class Checkpoint:
 
 
 def save_checkpoint(checkpoint: Checkpoint, iteration: int, model: torch.nn.Module, train_step,
-                    order: BatchOrder, window, curve: list[dict], snapshot: dict | None) -> None:
+                    streams: dict, window, curve: list[dict], snapshot: dict | None) -> None:
     """Everything the rest of the training depends on, in one safetensors file (atomic)."""
     train_step.write_back()
     arrays = {f"model/{n}": a for n, a in models.state_arrays(model).items()}
     for i, p in enumerate(train_step.optimizer.param_groups[0]["params"]):
         for key, value in train_step.optimizer.state[p].items():
             arrays[f"optimizer/{i}/{key}"] = value.detach().cpu().numpy().reshape(-1 if value.ndim else 1)
-    arrays.update({f"order/{k}": v for k, v in order.state().items()})
+    for name, stream in streams.items():
+        arrays.update({f"{name}/{k}": v for k, v in stream.state().items()})
     arrays.update({f"window/{k}": v for k, v in window.state().items()})
     arrays["torch_rng"] = torch.get_rng_state().numpy()  # dropout
     if snapshot is not None:
@@ -57,7 +59,7 @@ def part(arrays: dict[str, np.ndarray], prefix: str) -> dict[str, np.ndarray]:
     return {k[len(prefix) + 1:]: v for k, v in arrays.items() if k.startswith(prefix + "/")}
 
 
-def load_checkpoint(checkpoint: Checkpoint, model: torch.nn.Module, train_step, order: BatchOrder,
+def load_checkpoint(checkpoint: Checkpoint, model: torch.nn.Module, train_step, streams: dict,
                     window) -> tuple[int, list[dict], dict | None] | None:
     """Restore a checkpoint of this very training; None when there is none (or it is of
     other inputs, or unreadable: then training starts over, which is always correct)."""
@@ -73,10 +75,11 @@ def load_checkpoint(checkpoint: Checkpoint, model: torch.nn.Module, train_step, 
         print(f"train: ignoring checkpoint {checkpoint.path}: it is of other inputs or params")
         return None
     # checked before anything is restored: a checkpoint missing a part must leave the start intact
-    params = train_step.optimizer.param_groups[0]["params"]
-    needed = {"torch_rng", *(f"model/{n}" for n, _ in model.named_parameters()), *(f"order/{k}" for k in order.state()),
-              *(f"window/{k}" for k in window.PARTS),
-              *(f"optimizer/{i}/{k}" for i in range(len(params)) for k in ("step", "exp_avg", "exp_avg_sq"))}
+    optimizer = train_step.optimizer
+    params = optimizer.param_groups[0]["params"]
+    needed = {"torch_rng", *(f"model/{n}" for n, _ in model.named_parameters()), *(f"window/{k}" for k in window.PARTS),
+              *(f"{name}/{k}" for name, stream in streams.items() for k in stream.state()),
+              *(f"optimizer/{i}/{k}" for i in range(len(params)) for k in optimizer.state_keys())}
     missing = needed - set(arrays)
     if missing:
         print(f"train: ignoring checkpoint {checkpoint.path}: it lacks {', '.join(sorted(missing)[:3])}")
@@ -85,14 +88,15 @@ def load_checkpoint(checkpoint: Checkpoint, model: torch.nn.Module, train_step, 
     train_step.reload()
     for i, p in enumerate(params):
         state = part(arrays, f"optimizer/{i}")
-        current = train_step.optimizer.state[p]  # restored in place: the LeNet step holds these tensors
+        current = optimizer.state[p]  # restored in place: the LeNet step holds these tensors
         for k, v in state.items():
             value = torch.from_numpy(v.copy()).to(p.device).reshape(() if k == "step" else p.shape)
             if k in current:
                 current[k].copy_(value)
             else:
                 current[k] = value
-    order.load(part(arrays, "order"))
+    for name, stream in streams.items():
+        stream.load(part(arrays, name))
     window.load(part(arrays, "window"))
     torch.set_rng_state(torch.from_numpy(arrays["torch_rng"].copy()))
     snapshot = part(arrays, "snapshot") or None
@@ -101,7 +105,7 @@ def load_checkpoint(checkpoint: Checkpoint, model: torch.nn.Module, train_step, 
 
 
 def fingerprint(experiment: Experiment, runtime: RuntimeParams, seed: int, normalize: str,
-                inputs: tuple[Path, ...], code: tuple[str, ...]) -> str:
+                inputs: tuple[Path, ...], code: tuple[str, ...], schedule_start: int = 0) -> str:
     """What a training's result depends on: its input files' bytes, its params and the
     code that trains (`code`: the modules' files; this module's too, the checkpoint's
     format). A checkpoint with another fingerprint is never resumed."""
@@ -109,5 +113,6 @@ def fingerprint(experiment: Experiment, runtime: RuntimeParams, seed: int, norma
     for path in (*inputs, *code, __file__):
         digest.update(Path(path).read_bytes())
     digest.update(json.dumps([repr(experiment.model), repr(experiment.train), experiment.reset.rewind_iteration,
-                              runtime.device, runtime.threads, seed, normalize, torch.__version__]).encode())
+                              runtime.device, runtime.threads, seed, normalize, torch.__version__,
+                              schedule_start]).encode())
     return digest.hexdigest()

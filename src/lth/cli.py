@@ -80,7 +80,7 @@ def cmd_train(args) -> None:
 
     p, e = _experiment(args)
     metrics = train.run(e, p.runtime, p.data, Path(args.data), Path(args.ticket), Path(args.mask),
-                        Path(args.out), seed=args.seed)
+                        Path(args.out), seed=args.seed, schedule_start=args.schedule_start)
     print(f"train: {metrics['percent_remaining']:.1f}% remaining, early stop at "
           f"{metrics['early_stop_iteration']}, test accuracy {metrics['early_stop_test_accuracy']:.4f}")
 
@@ -235,7 +235,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("train", cmd_train, "train a ticket under its mask; write weights, curve and metrics")
     p.add_argument("--experiment", required=True)
-    p.add_argument("--seed", type=int, required=True, help="seed of the batch order and dropout")
+    p.add_argument("--seed", type=int, required=True, help="seed of the batch order, augmentation and dropout")
+    p.add_argument("--schedule-start", type=int, default=0,
+                   help="the learning-rate schedule's step at the first iteration (a rewound round: the "
+                        "rewind iteration)")
     p.add_argument("--data", required=True, help="prepared tensors from `lth data`")
     p.add_argument("--ticket", required=True, help="starting weights (theta_0 or a reset ticket)")
     p.add_argument("--mask", required=True, help="mask of this round")

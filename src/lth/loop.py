@@ -36,6 +36,7 @@ def resolve_device(device: str) -> torch.device:
 class Split:
     images: torch.Tensor  # normalised float32, N x C x H x W
     labels: torch.Tensor
+    black: torch.Tensor | None = None  # per channel, a zero pixel normalised (augment's padding); None: 0
 
 
 NORMALIZATIONS = ("l2_per_example", "standardize", "unit_range")
@@ -61,10 +62,12 @@ def load_splits(path: Path, device: torch.device, normalize: str = "standardize"
     arrays = load_arrays(path, made_by=made_by(path))
     # per-channel mean and std of the training split, shape (2, C)
     mean, std = (torch.from_numpy(v).float().to(device)[:, None, None] for v in arrays["normalization"])
+    channels = len(mean)
+    black = normalized(torch.zeros(1, channels, 1, 1, dtype=torch.uint8, device=device), normalize, mean, std)
     splits = {}
     for name in ("train", "validation", "test"):
         images = normalized(torch.from_numpy(arrays[f"{name}_images"]).to(device), normalize, mean, std)
-        splits[name] = Split(images, torch.from_numpy(arrays[f"{name}_labels"]).to(device))
+        splits[name] = Split(images, torch.from_numpy(arrays[f"{name}_labels"]).to(device), black.view(channels))
     return splits
 
 

@@ -5,10 +5,11 @@ bookkeeping costs as much as the arithmetic. What each choice below bought, meas
 benchmarks/README.md ("How the LeNet step gets near the floor"). Here forward and
 backward are written out: eight matrix products (forward, weight gradient, input
 gradient per layer; the first layer's input gradient is not needed), a softmax, and
-elementwise ReLU masks, into preallocated gradient buffers; then one fused Adam step.
+elementwise ReLU masks, into preallocated gradient buffers; then one optimizer step.
 All trainable tensors are views of one flat buffer (and their gradients of another), so
-that step is a single kernel over one tensor, called through the functional
-torch.optim.adam.adam without the Optimizer.step wrapper (faster).
+that step is a single kernel over one tensor: for Adam, the fused kernel called through
+the functional torch.optim.adam.adam without the Optimizer.step wrapper (faster); for
+SGD (`train.optimizer: sgd`), optim.SGD's step over that one tensor.
 
 Dense layers keep their weight transposed (in x out, contiguous): at batch 60 the
 weight-gradient product h^T g then writes its output in the order MKL writes fastest.
@@ -53,6 +54,7 @@ from torch import nn
 from torch.optim.adam import adam
 
 from lth import optim
+from lth.params import TrainParams
 
 SPARSE_DENSITY = 0.10
 SPARSE_MIN_WEIGHTS = 100_000
@@ -195,7 +197,7 @@ class MLPStep:
     itself is not computed: its gradient needs only the softmax, and training reports the
     loss once per evaluation from the logits (train.Window)."""
 
-    def __init__(self, model: nn.Module, mask: dict[str, torch.Tensor], lr: float):
+    def __init__(self, model: nn.Module, mask: dict[str, torch.Tensor], recipe: TrainParams):
         self.layers, width = [], model.fc1.in_features
         for name in ("fc1", "fc2", "output"):
             self.layers.append(Layer(getattr(model, name), mask[f"{name}.weight"], width, hidden=name != "output"))
@@ -207,9 +209,13 @@ class MLPStep:
         for layer in self.layers:
             offset = layer.adopt(self.flat, offset)
         # the optimizer holds the hyperparameters and the state (checkpoints save it and restore
-        # it in place); the state is created now, as Adam's first step would create it
-        self.optimizer = optim.Adam([self.flat], lr=lr)
-        self.state = self.optimizer.state_of(self.flat)
+        # it in place); Adam's state is created now, as its first step would create it
+        self.optimizer = optim.build([self.flat], recipe)
+        if isinstance(self.optimizer, optim.Adam):
+            self.state = self.optimizer.state_of(self.flat)
+            self.update = self.adam_step
+        else:
+            self.update = self.optimizer.step
         self.minus_ones = None
 
     @property
@@ -231,7 +237,7 @@ class MLPStep:
             g = self.layers[i].backward(g, inputs[i], need_input_grad=i > 0)
             if i > 0:
                 g = torch.ops.aten.threshold_backward(g, inputs[i], 0.0)  # through the ReLU, one kernel
-        self.adam_step()
+        self.update()
         return logits
 
     def adam_step(self) -> None:

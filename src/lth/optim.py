@@ -1,4 +1,5 @@
-"""Adam and SGD with momentum as plain state and one call to torch's own update functions.
+"""Adam and SGD as plain state and one call to torch's own update functions; the
+learning-rate schedule.
 
 torch.optim's Optimizer objects compute exactly these updates, but constructing one
 imports torch._dynamo, which costs every stage seconds before its first step
@@ -7,15 +8,27 @@ torch.optim.Adam(fused=True) and torch.optim.SGD call in their step(), with the 
 created as they create it, so the results are the same bit for bit (tests/test_optim.py).
 They keep the Optimizer attributes that checkpoints read: `param_groups[0]["params"]` and
 `state[param]`.
+
+The schedule (`Schedule`) is open_lth's (training/optimizers.py, get_lr_schedule): step t,
+counted from 0, trains at lr * gamma^(milestones <= t) * min(1, t / warmup), the product
+torch's LambdaLR computes after t scheduler steps. A round starts at t = 0, a rewound
+round at t = reset.rewind_iteration (open_lth fast-forwards the schedule to the rewind
+step: warmup before it is not repeated).
 """
 
 from __future__ import annotations
 
+import bisect
 from collections import defaultdict
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch.optim.adam import adam
 from torch.optim.sgd import sgd
+
+if TYPE_CHECKING:
+    from lth.params import TrainParams
 
 
 class Optimizer:
@@ -23,6 +36,10 @@ class Optimizer:
 
     param_groups: list[dict]
     state: dict[torch.Tensor, dict[str, torch.Tensor]]
+
+    def state_keys(self) -> tuple[str, ...]:
+        """The state each parameter has after its first step (what a checkpoint must hold)."""
+        raise NotImplementedError
 
     def zero_grad(self) -> None:
         for p in self.param_groups[0]["params"]:
@@ -38,6 +55,9 @@ class Adam(Optimizer):
         self.param_groups = [{"params": list(params), "lr": lr, "betas": betas, "eps": eps,
                               "weight_decay": weight_decay}]
         self.state: dict[torch.Tensor, dict[str, torch.Tensor]] = defaultdict(dict)  # as torch.optim's
+
+    def state_keys(self) -> tuple[str, ...]:
+        return ("step", "exp_avg", "exp_avg_sq")
 
     def state_of(self, p: torch.Tensor) -> dict[str, torch.Tensor]:
         # as Adam creates it at a parameter's first step (fused: a float32 step on p's device)
@@ -59,11 +79,16 @@ class Adam(Optimizer):
 
 
 class SGD(Optimizer):
-    """torch.optim.SGD(params, lr, momentum): the momentum buffer starts as the first gradient."""
+    """torch.optim.SGD(params, lr, momentum, weight_decay=..., nesterov=...): the momentum
+    buffer starts as the first (decayed) gradient."""
 
-    def __init__(self, params, lr: float, momentum: float = 0.0):
-        self.param_groups = [{"params": list(params), "lr": lr, "momentum": momentum}]
+    def __init__(self, params, lr: float, momentum: float = 0.0, nesterov: bool = False, weight_decay: float = 0.0):
+        self.param_groups = [{"params": list(params), "lr": lr, "momentum": momentum, "nesterov": nesterov,
+                              "weight_decay": weight_decay}]
         self.state: dict[torch.Tensor, dict[str, torch.Tensor]] = defaultdict(dict)  # as torch.optim's
+
+    def state_keys(self) -> tuple[str, ...]:
+        return ("momentum_buffer",) if self.param_groups[0]["momentum"] else ()
 
     @torch.no_grad()
     def step(self) -> None:
@@ -71,8 +96,42 @@ class SGD(Optimizer):
         params = [p for p in group["params"] if p.grad is not None]
         buffers = [self.state[p].get("momentum_buffer") for p in params]
         # foreach=None: the function picks the kernels as torch.optim.SGD's default does
-        sgd(params, [p.grad for p in params], buffers, foreach=None, weight_decay=0.0,
-            momentum=group["momentum"], lr=group["lr"], dampening=0.0, nesterov=False, maximize=False)
+        sgd(params, [p.grad for p in params], buffers, foreach=None, weight_decay=group["weight_decay"],
+            momentum=group["momentum"], lr=group["lr"], dampening=0.0, nesterov=group["nesterov"], maximize=False)
         if group["momentum"]:
             for p, buffer in zip(params, buffers, strict=True):
                 self.state[p]["momentum_buffer"] = buffer
+
+
+def build(params, recipe: TrainParams) -> Optimizer:
+    """The optimizer that `recipe` (a train section) names, over `params`."""
+    if recipe.optimizer == "sgd":
+        return SGD(params, lr=recipe.lr, momentum=recipe.momentum, nesterov=recipe.nesterov,
+                   weight_decay=recipe.weight_decay)
+    # the fused kernel: one pass over each tensor (benchmarks/bench.py times the step beside a foreach one)
+    return Adam(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """The learning rate at each step of a training (module docstring: open_lth's formula)."""
+
+    lr: float
+    milestones: tuple[int, ...] = ()
+    gamma: float = 0.1
+    warmup: int = 0
+
+    @classmethod
+    def of(cls, recipe: TrainParams) -> Schedule:
+        return cls(recipe.lr, tuple(recipe.milestones), recipe.gamma, recipe.warmup)
+
+    @property
+    def constant(self) -> bool:
+        return not self.milestones and not self.warmup
+
+    def at(self, t: int) -> float:
+        """The lr of step t, counted from 0 (LambdaLR's base_lr * lambda(t), the same float ops)."""
+        factor = 1.0 * self.gamma ** bisect.bisect(self.milestones, t)
+        if self.warmup:
+            factor *= min(1.0, t / self.warmup)
+        return self.lr * factor

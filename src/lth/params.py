@@ -46,10 +46,21 @@ class ModelParams:
 
 @dataclass(frozen=True)
 class TrainParams:
+    """The training recipe of every round (params.schema.yaml): optimizer, learning-rate
+    schedule and augmentation; the defaults are Frankle & Carbin's plain Adam."""
+
     lr: float
     batch_size: int
     iterations: int
     eval_every: int
+    optimizer: str = "adam"
+    momentum: float = 0.0
+    nesterov: bool = False
+    weight_decay: float = 0.0
+    milestones: tuple[int, ...] = ()
+    gamma: float = 0.1
+    warmup: int = 0
+    augment: bool = False
 
 
 @dataclass(frozen=True)
@@ -228,6 +239,7 @@ def validate(raw: dict[str, Any], source: str | Path = "params.yaml") -> None:
                 f"{where}.supermask.learned.eval_every = {learned['eval_every']} is larger than its "
                 f"iterations = {learned['iterations']}; it must be at most the number of iterations"
             )
+        check_recipe(where, e)
         if e["prune"]["scope"] == "layerwise":
             check_rounds(where, e)
         rewind = e["reset"]["rewind_iteration"]
@@ -238,6 +250,35 @@ def validate(raw: dict[str, Any], source: str | Path = "params.yaml") -> None:
             raise ParamsError(f"{where}.prune.rates = {e['prune']['rates']} prunes nothing; give at least "
                               "one kind a rate above 0 (paper: fc 0.2, output 0.1)")
         check_split_sizes(where, e, raw["data"], source)
+
+
+def check_recipe(where: str, e: dict[str, Any]) -> None:
+    """The combinations of the training recipe that the schema cannot refuse by itself."""
+    t = e["train"]
+    key = f"{where}.train"
+    if t.get("optimizer", "adam") == "adam":
+        for name, off in (("momentum", 0), ("nesterov", False)):
+            if t.get(name, off) != off:
+                value = str(t[name]).lower() if isinstance(t[name], bool) else t[name]  # as YAML writes it
+                raise ParamsError(f"{key}.{name} = {value} is an SGD setting, but train.optimizer is adam; "
+                                  "set train.optimizer: sgd, or remove it")
+    if t.get("nesterov") and not t.get("momentum"):
+        raise ParamsError(f"{key}.nesterov = true needs momentum, but train.momentum = {t.get('momentum', 0.0)}; "
+                          "set train.momentum > 0 (paper: 0.9) or nesterov: false")
+    if t.get("warmup", 0) > t["iterations"]:
+        raise ParamsError(f"{key}.warmup = {t['warmup']} is longer than the training (train.iterations = "
+                          f"{t['iterations']}); use at most that many iterations")
+    milestones = t.get("milestones", [])
+    if any(b <= a for a, b in zip(milestones, milestones[1:])):
+        raise ParamsError(f"{key}.milestones = {milestones} must be strictly increasing")
+    if milestones and milestones[-1] > t["iterations"]:
+        raise ParamsError(f"{key}.milestones = {milestones}: {milestones[-1]} is beyond train.iterations = "
+                          f"{t['iterations']}; each milestone must be at most the number of iterations")
+    if t.get("weight_decay", 0.0) and e["reset"]["pruned"] != "zero":
+        # weight decay would pull the frozen pruned weights of Zhou's mask-0 actions towards zero
+        raise ParamsError(f"{key}.weight_decay = {t['weight_decay']} would move the pruned weights that "
+                          f"reset.pruned = {e['reset']['pruned']!r} holds frozen; use weight_decay: 0 "
+                          "or reset.pruned: zero")
 
 
 def check_split_sizes(where: str, e: dict[str, Any], data: dict[str, Any], source: str | Path) -> None:
@@ -344,10 +385,15 @@ def describe(error: Any) -> str:
 def experiment(name: str, raw: dict[str, Any]) -> Experiment:
     return Experiment(
         name=name, dataset=raw["dataset"], model=ModelParams(**raw["model"]),
-        train=TrainParams(**raw["train"]), prune=PruneParams(**raw["prune"]),
+        train=train(raw["train"]), prune=PruneParams(**raw["prune"]),
         reset=ResetParams(**raw["reset"]), controls=tuple(raw.get("controls", [])),
         supermask=supermask(raw.get("supermask") or {}),
     )
+
+
+def train(raw: dict[str, Any]) -> TrainParams:
+    # a tuple, as `controls`: the frozen recipe stays hashable
+    return TrainParams(**{**raw, "milestones": tuple(raw.get("milestones", ()))})
 
 
 def supermask(raw: dict[str, Any]) -> SupermaskParams:

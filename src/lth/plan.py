@@ -199,8 +199,9 @@ TEMPLATES = {
                  params=(f"{EXP}.model", f"{EXP}.dataset"),
                  outs=("{theta0}", "{mask}"), metrics=("{sparsity}",)),
         Template("train", "lth train --params {params_file} --experiment {experiment} --seed {seed} "
-                          "--data {prepared} --ticket {ticket} --mask {mask} --out {dir}",
-                 code=("train.py", "loop.py", "checkpoint.py", "mlp_step.py", "optim.py", "models.py",
+                          "--schedule-start {schedule_start} --data {prepared} --ticket {ticket} --mask {mask} "
+                          "--out {dir}",
+                 code=("train.py", "loop.py", "checkpoint.py", "mlp_step.py", "optim.py", "augment.py", "models.py",
                        "architectures.py", "masks.py", "provenance.py",
                        "artifacts.py"),
                  params=(*COMPUTE, f"{EXP}.model", f"{EXP}.train", f"{EXP}.reset.rewind_iteration"),
@@ -295,7 +296,7 @@ def lineage(p: Params, e: Experiment, seed: int, params_file: str) -> list[Stage
             **base, "theta0": theta0(p, e, seed), "mask": f"{r0}/{outputs.MASK}",
             "sparsity": f"{r0}/{outputs.SPARSITY}"}))
         out.append(make_stage("train", f"{e.name}-s{seed}-r00", {
-            **base, "dir": r0, "ticket": theta0(p, e, seed), "mask": f"{r0}/{outputs.MASK}"}))
+            **base, "schedule_start": 0, "dir": r0, "ticket": theta0(p, e, seed), "mask": f"{r0}/{outputs.MASK}"}))
     if e.supermask.untrained:
         out.append(make_stage("untrained", f"{e.name}-s{seed}", {
             **base, "theta0": theta0(p, e, seed), "trained": f"{r0}/{outputs.TRAINED}",
@@ -303,6 +304,9 @@ def lineage(p: Params, e: Experiment, seed: int, params_file: str) -> list[Stage
     if e.supermask.learned:
         out.append(make_stage("supermask", f"{e.name}-s{seed}", {
             **base, "theta0": theta0(p, e, seed), "dir": supermask_dir(e, seed)}))
+    # the rounds after 0 (and their controls) start at the rewind point, and at its place in
+    # the learning-rate schedule (open_lth's semantics; optim.Schedule)
+    rewound = {**base, "schedule_start": e.reset.rewind_iteration}
     for k in range(1, e.prune.rounds + 1):
         key = f"{e.name}-s{seed}-r{k:02d}"
         round_seed = 1000 * seed + k  # the random draws of round k of this trial
@@ -317,14 +321,14 @@ def lineage(p: Params, e: Experiment, seed: int, params_file: str) -> list[Stage
         out.append(make_stage("reset", key, {
             **base, "reset_seed": round_seed, "theta0": reset_source(p, e, seed), "trained": trained,
             "mask": mask, "ticket": f"{d}/{outputs.TICKET}"}))
-        out.append(make_stage("train", key, {**base, "dir": d, "ticket": f"{d}/{outputs.TICKET}", "mask": mask}))
+        out.append(make_stage("train", key, {**rewound, "dir": d, "ticket": f"{d}/{outputs.TICKET}", "mask": mask}))
         if "reinit" in e.controls:
             reinit = f"{d}/{outputs.REINIT}"
             out.append(make_stage("reinit", key, {
                 "reinit_seed": REINIT_SEED_OFFSET + round_seed, "theta0": theta0(p, e, seed), "mask": mask,
                 "ticket": f"{reinit}/{outputs.TICKET}"}))
             out.append(make_stage("train", f"{key}-reinit", {
-                **base, "dir": reinit, "ticket": f"{reinit}/{outputs.TICKET}", "mask": mask}))
+                **rewound, "dir": reinit, "ticket": f"{reinit}/{outputs.TICKET}", "mask": mask}))
         if "random" in e.controls:
             random = f"{d}/{outputs.RANDOM}"
             out.append(make_stage("shuffle", key, {
@@ -334,7 +338,7 @@ def lineage(p: Params, e: Experiment, seed: int, params_file: str) -> list[Stage
                 **base, "reset_seed": round_seed, "theta0": reset_source(p, e, seed), "trained": trained,
                 "mask": f"{random}/{outputs.MASK}", "ticket": f"{random}/{outputs.TICKET}"}))
             out.append(make_stage("train", f"{key}-random", {
-                **base, "dir": random, "ticket": f"{random}/{outputs.TICKET}", "mask": f"{random}/{outputs.MASK}"}))
+                **rewound, "dir": random, "ticket": f"{random}/{outputs.TICKET}", "mask": f"{random}/{outputs.MASK}"}))
     return out
 
 

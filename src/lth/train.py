@@ -3,9 +3,11 @@
 The whole dataset lives on the device as tensors and batches are index slices of a
 seeded permutation (no DataLoader; see loop.py). LeNet-300-100 trains with an autograd-free step
 (mlp_step: written-out backward, CSR layers at high sparsity); other models with
-autograd. Pruned weights' gradients are zeroed before every Adam step, so their Adam
-moments stay zero and the weights never move: they hold their ticket values (zero, or a
-frozen value under Zhou et al.'s mask-0 actions) at every step. Validation and test are
+autograd. The optimizer, learning-rate schedule and augmentation are the experiment's
+`train` recipe (optim.py, augment.py; the default is plain Adam). Pruned weights'
+gradients are zeroed before every step, so their optimizer state stays zero and the
+weights never move: they hold their ticket values (zero, or a frozen value under Zhou et
+al.'s mask-0 actions) at every step. Validation and test are
 evaluated every `eval_every` iterations; the early-stop iteration is the one of minimum
 validation loss (the test set is never used to choose anything). A long training saves
 its state now and then and resumes from it (checkpoint.py).
@@ -22,7 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lth import architectures, loop, masks, mlp_step, models, optim, outputs, provenance
+from lth import architectures, augment, loop, masks, mlp_step, models, optim, outputs, provenance
 from lth.artifacts import load_arrays, save_arrays, write_json, write_text
 from lth.checkpoint import Checkpoint, fingerprint, load_checkpoint, save_checkpoint
 from lth.loop import BatchOrder, Split, curve_csv, evaluate, load_splits, progress_bar, resolve_device
@@ -32,7 +34,7 @@ from lth.params import DataParams, Experiment, RuntimeParams, TrainParams
 CURVE_COLUMNS = ("iteration", "train_loss", "train_accuracy", "validation_loss",
                  "validation_accuracy", "test_loss", "test_accuracy")
 # the modules that train: a checkpoint of an earlier version of them is not resumed
-CODE = (__file__, loop.__file__, mlp_step.__file__, optim.__file__, models.__file__)
+CODE = (__file__, loop.__file__, mlp_step.__file__, optim.__file__, models.__file__, augment.__file__)
 
 
 def early_stop(curve: list[dict]) -> dict:
@@ -104,15 +106,10 @@ class Window:
         self.loss_sum, self.correct, self.seen = loss_sum, int(correct), int(seen)
 
 
-def make_optimizer(model: torch.nn.Module, lr: float) -> optim.Optimizer:
-    # the fused kernel: one pass over each tensor (benchmarks/bench.py times the step beside a foreach one)
-    return optim.Adam(model.parameters(), lr=lr)
-
-
 def step(model: torch.nn.Module, optimizer: optim.Optimizer,
          masked: list[tuple[torch.Tensor, torch.Tensor]], images: torch.Tensor,
          labels: torch.Tensor) -> torch.Tensor:
-    """One Adam step in which pruned weights get zero gradient; returns the logits."""
+    """One optimizer step in which pruned weights get zero gradient; returns the logits."""
     logits = model(images)
     loss = F.cross_entropy(logits, labels)
     optimizer.zero_grad()
@@ -124,14 +121,14 @@ def step(model: torch.nn.Module, optimizer: optim.Optimizer,
 
 
 class AutogradStep:
-    """The general step: autograd, gradients of pruned weights zeroed, fused Adam."""
+    """The general step: autograd, gradients of pruned weights zeroed, the recipe's optimizer."""
 
     sparse_layers: list[str] = []
 
-    def __init__(self, model: torch.nn.Module, mask: dict[str, torch.Tensor], lr: float):
+    def __init__(self, model: torch.nn.Module, mask: dict[str, torch.Tensor], recipe: TrainParams):
         params = dict(model.named_parameters())
         self.model, self.masked = model, [(params[n], m) for n, m in mask.items()]
-        self.optimizer = make_optimizer(model, lr)
+        self.optimizer = optim.build(model.parameters(), recipe)
 
     def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return step(self.model, self.optimizer, self.masked, images, labels)
@@ -143,11 +140,13 @@ class AutogradStep:
         """The model's parameters are the trained tensors: nothing to reload."""
 
 
-def make_step(model: torch.nn.Module, mask: dict[str, torch.Tensor], lr: float) -> AutogradStep | mlp_step.MLPStep:
-    """LeNet-300-100 without dropout takes the autograd-free step (mlp_step); the rest autograd."""
+def make_step(model: torch.nn.Module, mask: dict[str, torch.Tensor],
+              recipe: TrainParams) -> AutogradStep | mlp_step.MLPStep:
+    """LeNet-300-100 without dropout takes the autograd-free step (mlp_step, with either
+    optimizer); the rest autograd."""
     if mlp_step.supports(model, mask):
-        return mlp_step.MLPStep(model, mask, lr)
-    return AutogradStep(model, mask, lr)
+        return mlp_step.MLPStep(model, mask, recipe)
+    return AutogradStep(model, mask, recipe)
 
 
 def evaluators(train_step: AutogradStep | mlp_step.MLPStep, model: torch.nn.Module,
@@ -165,17 +164,24 @@ def evaluators(train_step: AutogradStep | mlp_step.MLPStep, model: torch.nn.Modu
 def train(model: torch.nn.Module, mask: dict[str, torch.Tensor], splits: dict[str, Split],
           params: TrainParams, seed: int, progress: bool | None = None,
           snapshot_at: int | None = None, checkpoint: Checkpoint | None = None,
-          on_record: Callable[[dict], None] | None = None) -> tuple[list[dict], dict | None]:
+          on_record: Callable[[dict], None] | None = None, schedule_start: int = 0) -> tuple[list[dict], dict | None]:
     """Train in place for params.iterations; return the evaluation curve and the weights
-    at iteration `snapshot_at` (the rewind point), if asked for. With `checkpoint`, save
-    the whole state every `checkpoint.every` iterations and resume from a matching one:
-    the result is bit-identical to an uninterrupted run on the CPU. `on_record` is called
-    with each row of the curve as it is evaluated (not with rows a resumed run restores),
-    for logging or timing."""
+    at iteration `snapshot_at` (the rewind point), if asked for. Everything random (batch
+    order, augmentation draws) derives from `seed`. Iteration i trains at the schedule's
+    step schedule_start + i - 1 (optim.Schedule: a rewound round starts at the rewind
+    iteration's place). With `checkpoint`, save the whole state every `checkpoint.every`
+    iterations and resume from a matching one: the result is bit-identical to an
+    uninterrupted run on the CPU. `on_record` is called with each row of the curve as it
+    is evaluated (not with rows a resumed run restores), for logging or timing."""
     device = splits["train"].images.device
-    train_step = make_step(model, mask, params.lr)
-    order = BatchOrder(len(splits["train"].labels), params.batch_size, seed)
+    train_step = make_step(model, mask, params)
     train_split = splits["train"]
+    streams = {"order": BatchOrder(len(train_split.labels), params.batch_size, seed)}
+    if params.augment:
+        streams["augment"] = augment.Augment(seed, train_split.black)
+    order, crop_and_flip = streams["order"], streams.get("augment")
+    schedule = optim.Schedule.of(params)
+    group = train_step.optimizer.param_groups[0]
     window = Window(min(params.eval_every, params.iterations, WINDOW_CAPACITY), params.batch_size, device)
     evaluate_on = evaluators(train_step, model, splits)
 
@@ -192,7 +198,7 @@ def train(model: torch.nn.Module, mask: dict[str, torch.Tensor], splits: dict[st
             on_record(row)
         return row
 
-    resumed = load_checkpoint(checkpoint, model, train_step, order, window) if checkpoint else None
+    resumed = load_checkpoint(checkpoint, model, train_step, streams, window) if checkpoint else None
     if resumed:
         start, curve, snapshot = resumed
     else:
@@ -202,9 +208,12 @@ def train(model: torch.nn.Module, mask: dict[str, torch.Tensor], splits: dict[st
     bar = progress_bar(params.iterations, progress)
     bar.update(start - 1)
     for iteration in range(start, params.iterations + 1):
+        if not schedule.constant:
+            group["lr"] = schedule.at(schedule_start + iteration - 1)  # a float: the step reads it
         idx = order.next().to(device, non_blocking=True)
         labels = torch.index_select(train_split.labels, 0, idx, out=window.labels_slot())
-        window.add(train_step(train_split.images.index_select(0, idx), labels))
+        images = train_split.images.index_select(0, idx)
+        window.add(train_step(crop_and_flip(images) if crop_and_flip else images, labels))
         if iteration == snapshot_at:
             train_step.write_back()
             snapshot = models.state_arrays(model)
@@ -213,7 +222,7 @@ def train(model: torch.nn.Module, mask: dict[str, torch.Tensor], splits: dict[st
             bar.set_postfix(val_loss=f"{curve[-1]['validation_loss']:.4f}",
                             test_acc=f"{curve[-1]['test_accuracy']:.4f}", refresh=False)
         if checkpoint and iteration % checkpoint.every == 0 and iteration < params.iterations:
-            save_checkpoint(checkpoint, iteration, model, train_step, order, window, curve, snapshot)
+            save_checkpoint(checkpoint, iteration, model, train_step, streams, window, curve, snapshot)
         bar.update()
     bar.close()
     train_step.write_back()
@@ -221,10 +230,11 @@ def train(model: torch.nn.Module, mask: dict[str, torch.Tensor], splits: dict[st
 
 
 def run(experiment: Experiment, runtime: RuntimeParams, data: DataParams, data_path: Path, ticket_path: Path,
-        mask_path: Path, out_dir: Path, seed: int) -> dict:
+        mask_path: Path, out_dir: Path, seed: int, schedule_start: int = 0) -> dict:
     """Train the ticket at `ticket_path` under `mask_path`; write into `out_dir` the trained
     weights, the weights at the rewind iteration, the curve and the metrics (with the params
-    and provenance of the training)."""
+    and provenance of the training). `schedule_start`: the learning-rate schedule's step of
+    the first iteration (the plan passes reset.rewind_iteration for the rounds after 0)."""
     torch.set_num_threads(runtime.threads)
     torch.manual_seed(seed)  # dropout
     device = resolve_device(runtime.device)
@@ -241,16 +251,18 @@ def run(experiment: Experiment, runtime: RuntimeParams, data: DataParams, data_p
 
     checkpoint = Checkpoint(out_dir / outputs.CHECKPOINT, runtime.checkpoint_every,
                             fingerprint(experiment, runtime, seed, data.normalize, (data_path, ticket_path, mask_path),
-                                        CODE)) \
+                                        CODE, schedule_start)) \
         if runtime.checkpoint_every else None
     curve, rewind = train(model, mask, splits, experiment.train, seed,
-                          snapshot_at=experiment.reset.rewind_iteration, checkpoint=checkpoint)
+                          snapshot_at=experiment.reset.rewind_iteration, checkpoint=checkpoint,
+                          schedule_start=schedule_start)
     final_train_loss, final_train_acc = evaluate(model.eval(), splits["train"])
     stop = early_stop(curve)
     sparsity = masks.report(mask_np)
     metrics = {
         "seed": seed,
         "iterations": experiment.train.iterations,
+        "schedule_start": schedule_start,
         "percent_remaining": sparsity["percent_remaining"],
         "weights_remaining": sparsity["remaining"],
         "weights_total": sparsity["total"],
