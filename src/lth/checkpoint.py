@@ -2,9 +2,10 @@
 safetensors file in its directory, resumed by a rerun of the same training (inputs,
 params and code: its fingerprint), bit-identical to an uninterrupted run on the CPU.
 
-The state: the model, the Adam moments, the batch order, the window of minibatches since
-the last evaluation (train.Window), the dropout generator, the curve so far and the
-weights at the rewind iteration once passed. `train_step` is the training's step
+The state: the model (its parameters and buffers, BatchNorm's running statistics), the
+Adam moments, the batch order, the window of minibatches since the last evaluation
+(train.Window), the dropout generator, the curve so far and the weights at the rewind
+iteration once passed. `train_step` is the training's step
 (train.AutogradStep or mlp_step.MLPStep).
 """
 
@@ -74,7 +75,7 @@ def load_checkpoint(checkpoint: Checkpoint, model: torch.nn.Module, train_step, 
         return None
     # checked before anything is restored: a checkpoint missing a part must leave the start intact
     params = train_step.optimizer.param_groups[0]["params"]
-    needed = {"torch_rng", *(f"model/{n}" for n, _ in model.named_parameters()), *(f"order/{k}" for k in order.state()),
+    needed = {"torch_rng", *(f"model/{n}" for n in model.state_dict()), *(f"order/{k}" for k in order.state()),
               *(f"window/{k}" for k in window.PARTS),
               *(f"optimizer/{i}/{k}" for i in range(len(params)) for k in ("step", "exp_avg", "exp_avg_sq"))}
     missing = needed - set(arrays)
