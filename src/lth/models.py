@@ -163,7 +163,7 @@ def initialize(model: nn.Module, seed: int, init: str = "glorot_normal") -> nn.M
     modules = dict(model.named_modules())
     with torch.no_grad():
         for name, p in model.named_parameters():
-            batchnorm = isinstance(modules[name.rpartition(".")[0]], nn.modules.batchnorm._BatchNorm)
+            batchnorm = isinstance(modules[name.rpartition(".")[0]], nn.BatchNorm2d)
             if name.endswith(".weight"):
                 (BATCHNORM_SCALE if batchnorm else INITS)[init](p, generator)
             else:
