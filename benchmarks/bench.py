@@ -1,7 +1,7 @@
 """Speed benchmark: our training step and stages against floors measured in the same run.
 
     python benchmarks/bench.py [--threads 2] [--repeat 100] [--passes 3] [--slice 5000] [--out benchmarks/results/bench]
-                               [--models lenet_300_100 conv2] [--skip-pipeline] [--compile]
+                               [--models lenet_300_100 conv2] [--skip-pipeline] [--compile] [--deep]
 
 Prints a table and writes the numbers to <out>.json and <out>.csv:
 (a) floors: float32 GEMM throughput at 1024^3, and the matrix products of one
@@ -25,6 +25,14 @@ Prints a table and writes the numbers to <out>.json and <out>.csv:
     interpreter start included) on LeNet-sized artifacts, and of a no-op `dvc repro` and
     `snakemake -n` on a finished tiny pipeline (skip with --skip-pipeline).
 --compile also times torch.compile of the obvious step (compile time and step time).
+--deep adds (f): the training step of ResNet-20 at batch 128 and VGG-19 at batch 64
+    (Frankle & Carbin's Section 5) on 32x32x3 inputs, dense: autograd and the masked step
+    train.py takes (train.step), with SGD (momentum 0.9), against a floor measured in the
+    same run: each convolution's forward, weight gradient and input gradient (none for the
+    first layer) and the output layer's products, timed alone through the same torch calls
+    (F.conv2d, aten.convolution_backward) on the shapes the step meets; beside it the step's
+    FLOPs at the measured GEMM rate, and one paper round's training time extrapolated
+    (30K / 112K iterations, evaluation not counted).
 """
 
 from __future__ import annotations
@@ -46,13 +54,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lth import loop, masks, models, pruning, train
-from lth.architectures import ARCHITECTURES, dataset_layers, input_shape, num_classes
+from lth import loop, masks, models, optim, pruning, train
+from lth.architectures import ARCHITECTURES, Plain, architecture, dataset_layers, input_shape, num_classes
 from lth.artifacts import save_arrays
 
-# each model is timed on inputs shaped as the paper's dataset for it
-SHAPES = {name: input_shape(a.paper_dataset) for name, a in ARCHITECTURES.items()}
-CLASSES = {name: num_classes(a.paper_dataset) for name, a in ARCHITECTURES.items()}
+# each model is timed on inputs shaped as the paper's dataset for it (b-e: Frankle & Carbin's Fig. 2 networks)
+SHAPES = {name: input_shape(a.paper_dataset) for name, a in ARCHITECTURES.items() if isinstance(a, Plain)}
+CLASSES = {name: num_classes(a.paper_dataset) for name, a in ARCHITECTURES.items() if isinstance(a, Plain)}
+DEEP = {"resnet20": 128, "vgg19": 64}  # (f): model -> the paper's batch size (Section 5)
 PERCENTS = (100.0, 51.3, 21.1, 7.0, 3.6, 1.9)
 ROUND_PERCENTS = (100.0, 3.6)
 BATCH = 60
@@ -215,6 +224,60 @@ def compile_times(repeat: int) -> dict:
         return {"error": f"{type(err).__name__}: {err}"[:200]}
 
 
+def best_of(fn: Callable[[], object], calls: int) -> float:
+    """Seconds of the fastest of `calls` calls after one warm-up: a deep step is seconds long."""
+    fn()
+    samples = []
+    for _ in range(calls):
+        start = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - start)
+    return min(samples)
+
+
+def conv_floor(model: torch.nn.Module, images: torch.Tensor) -> tuple[Callable[[], None], float]:
+    """The products of one training step of `model` on `images`, to run alone, and their FLOPs:
+    every convolution's forward, weight gradient and input gradient (the first layer's input
+    needs none) through the calls autograd makes for it (F.conv2d, aten.convolution_backward),
+    and the output layer's three GEMMs, on the shapes one forward pass meets."""
+    calls = []
+    hooks = [m.register_forward_hook(lambda m, i, out: calls.append((m, i[0].detach(), torch.randn_like(out))))
+             for m in model.modules() if isinstance(m, torch.nn.Conv2d | torch.nn.Linear)]
+    with torch.no_grad():
+        model(images)
+    for h in hooks:
+        h.remove()
+    flops = 0.0
+    for k, (m, x, g) in enumerate(calls):
+        per_output = 2 * x.shape[1] * (math.prod(m.kernel_size) if isinstance(m, torch.nn.Conv2d) else 1)
+        flops += g.numel() * per_output * (3 if k else 2)
+
+    @torch.no_grad()
+    def products():
+        for k, (m, x, g) in enumerate(calls):
+            if isinstance(m, torch.nn.Conv2d):
+                F.conv2d(x, m.weight, None, m.stride, m.padding)
+                torch.ops.aten.convolution_backward(g, x, m.weight, None, m.stride, m.padding, m.dilation, False,
+                                                    [0, 0], 1, [k > 0, True, False])
+            else:
+                x @ m.weight.T, g.T @ x, g @ m.weight
+    return products, flops
+
+
+def deep_measurements(name: str, batch: int, calls: int = 2) -> tuple[dict[str, Callable[[], float]], float]:
+    """Measurements (seconds) of a dense training step of `name` (autograd, train.step's masked
+    step, SGD with momentum) at `batch` on 32x32x3 inputs and of its conv floor; the step's FLOPs."""
+    model = models.initialize(models.build(name, (3, 32, 32), 10), 0, "kaiming_normal").train()
+    params = dict(model.named_parameters())
+    masked = [(params[n], torch.ones_like(p)) for n, p in params.items() if masks.is_prunable(n)]
+    optimizer = optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    g = torch.Generator().manual_seed(0)
+    images, labels = torch.randn(batch, 3, 32, 32, generator=g), torch.randint(0, 10, (batch,), generator=g)
+    floor, flops = conv_floor(model, images)
+    return {"step": lambda: best_of(lambda: train.step(model, optimizer, masked, images, labels), calls),
+            "floor": lambda: best_of(floor, calls)}, flops
+
+
 def wall(cmd: list[str], cwd: Path) -> float:
     start = time.perf_counter()
     subprocess.run(cmd, cwd=cwd, check=True, capture_output=True, env=ENV)
@@ -238,7 +301,7 @@ def stage_times(workdir: Path) -> dict:
         "reset": [lth, "reset", *exp, "--seed", "1", "--theta0", "theta0.safetensors", "--trained",
                   "trained.safetensors", "--mask", "mask1.safetensors", "--out", "ticket.safetensors"],
         "shuffle": [lth, "shuffle", "--seed", "1", "--mask", "mask1.safetensors", "--out", "random.safetensors"],
-        "reinit": [lth, "reinit", "--seed", "1", "--theta0", "theta0.safetensors", "--mask", "mask1.safetensors",
+        "reinit": [lth, "reinit", *exp, "--seed", "1", "--theta0", "theta0.safetensors", "--mask", "mask1.safetensors",
                    "--out", "reinit.safetensors"],
         "init": [lth, "init", *exp, "--seed", "0", "--out", "t0.safetensors", "--mask", "m0.safetensors"],
         "check": [lth, "check", "--dvc-yaml", str(Path(__file__).resolve().parents[1] / "dvc.yaml")],
@@ -273,10 +336,14 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=100)
     parser.add_argument("--passes", type=int, default=3, help="passes over the LeNet configurations (fastest kept)")
     parser.add_argument("--slice", type=int, default=5_000, help="iterations of the measured slice of a LeNet round")
-    parser.add_argument("--models", nargs="+", default=["lenet_300_100", "conv2"], choices=list(SHAPES))
+    parser.add_argument("--models", nargs="*", default=["lenet_300_100", "conv2"], choices=list(SHAPES),
+                        help="models of (b) and (c); none: only the floors (and --deep)")
     parser.add_argument("--out", default="benchmarks/results/bench", help="output prefix (.json and .csv)")
     parser.add_argument("--skip-pipeline", action="store_true", help="skip (e): stage and no-op pipeline times")
     parser.add_argument("--compile", action="store_true", help="also time torch.compile of the obvious step")
+    parser.add_argument("--deep", action="store_true",
+                        help="(f): ResNet-20 (batch 128) and VGG-19 (batch 64) steps against their conv floor "
+                             "(--passes interleaved passes, each the fastest of 2 calls)")
     args = parser.parse_args()
     if args.slice < 100 or args.slice % 100:
         parser.error(f"--slice {args.slice}: use a multiple of 100 (a round evaluates every 100 iterations)")
@@ -363,6 +430,23 @@ def main() -> None:
     if args.compile:
         results["compile"] = compile_times(args.repeat)
         print(f"\n    torch.compile of the obvious LeNet step: {results['compile']}")
+
+    if args.deep:
+        results["deep"] = []
+        print(f"\n(f) {'model':<10}{'batch':>6}{'step ms':>10}{'floor ms':>10}{'x floor':>9}{'GFLOP':>8}"
+              f"{'x GEMM rate':>13}{'paper round':>13}  (dense, SGD, autograd; round: training only)")
+        for name, batch in DEEP.items():
+            measurements, flops = deep_measurements(name, batch)
+            times = fastest(measurements, args.passes)  # step and floor interleaved, each its fastest pass
+            its = architecture(name).paper_iterations
+            row = {"model": name, "batch": batch, "step_s": float(times["step"]), "floor_s": float(times["floor"]),
+                   "step_flops": flops, "x_floor": times["step"] / times["floor"],
+                   "x_gemm_rate": times["step"] * rate / flops, "paper_iterations": its,
+                   "paper_round_h": times["step"] * its / 3600}
+            results["deep"].append(row)
+            print(f"    {name:<10}{batch:>6}{1e3 * row['step_s']:>10.0f}{1e3 * row['floor_s']:>10.0f}"
+                  f"{row['x_floor']:>9.2f}{row['step_flops'] / 1e9:>8.1f}{row['x_gemm_rate']:>13.2f}"
+                  f"{row['paper_round_h']:>11.1f} h")
 
     if not args.skip_pipeline:
         with tempfile.TemporaryDirectory() as tmp:

@@ -10,6 +10,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def load_bench():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench", ROOT / "benchmarks" / "bench.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    return bench
+
+
 def test_benchmark_writes_its_tables(tmp_path):
     out = tmp_path / "bench"
     subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench.py"), "--models", "lenet_300_100",
@@ -37,15 +46,27 @@ def test_benchmark_writes_its_tables(tmp_path):
 def test_fastest_keeps_each_element_s_fastest_pass():
     """A round measurement is an array (whole slice, once, segments): its fastest is taken per
     element, each segment from its own quietest pass; scalars stay scalars."""
-    import importlib.util
-
     import numpy as np
 
-    spec = importlib.util.spec_from_file_location("bench", ROOT / "benchmarks" / "bench.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_bench()
     passes = iter([np.array([3.0, 0.1, 1.0, 2.0]), np.array([2.5, 0.2, 1.5, 0.5]), np.array([4.0, 0.3, 0.8, 1.0])])
     scalars = iter([2.0, 1.0, 3.0])
     best = bench.fastest({"round": lambda: next(passes), "step": lambda: next(scalars)}, passes=3)
     assert best["round"].tolist() == [2.5, 0.1, 0.8, 0.5]
     assert float(best["step"]) == 1.0
+
+
+def test_the_deep_floor_counts_every_convolution_of_a_step():
+    """ResNet-20's forward is 40,813,184 multiply-adds at 32x32 (the 1x1 projections' 262,144
+    included); a step is three times that but for the first layer's input gradient."""
+    import torch
+
+    from lth import models
+
+    bench = load_bench()
+    model = models.build("resnet20", (3, 32, 32), 10)
+    products, flops = bench.conv_floor(model, torch.randn(2, 3, 32, 32))
+    assert flops == 2 * 2 * (3 * 40_813_184 - 32 * 32 * 16 * 27)
+    products()  # runs on the recorded shapes
+    measurements, flops = bench.deep_measurements("resnet8", 4, calls=1)
+    assert measurements["step"]() > 0 and measurements["floor"]() > 0 and flops > 0

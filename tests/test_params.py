@@ -98,6 +98,24 @@ def tiny(p):
         (lambda p: (tiny(p)["train"].update(weight_decay=1e-4), tiny(p)["reset"].update(pruned="freeze_init")),
          ["experiments.tiny.train.weight_decay = 0.0001 would move the pruned weights",
           "reset.pruned = 'freeze_init'"]),
+        # deep models: the depth rule, what their layers need and what they cannot do
+        (lambda p: tiny(p)["model"].update(name="resnet21"),
+         ["experiments.tiny.model.name = 'resnet21'", "6n+2", "use resnet20 or resnet26"]),
+        (lambda p: tiny(p)["model"].update(name="vgg12"), ["experiments.tiny.model.name = 'vgg12'", "vgg19"]),
+        (lambda p: tiny(p)["model"].update(init="he"), ["experiments.tiny.model.init = 'he'", "kaiming_normal"]),
+        (lambda p: tiny(p)["model"].update(name="resnet20"), ["experiments.tiny.prune.rates.conv is missing"]),
+        (lambda p: tiny(p)["prune"].update(rates={"output": 0.1}), ["experiments.tiny.prune.rates.fc is missing",
+                                                                   "lenet_300_100 has fc layers"]),
+        (lambda p: tiny(p).update(model={"name": "vgg11", "dropout": 0.5}, prune={
+            **tiny(p)["prune"], "rates": {"conv": 0.2, "output": 0.0}}),
+         ["experiments.tiny.model.dropout = 0.5", "no hidden fully connected layers"]),
+        (lambda p: tiny(p).update(model={"name": "resnet8"}, prune={**tiny(p)["prune"], "rates": {
+            "conv": 0.0, "fc": 0.2, "output": 0.0}}), ["prunes nothing of model resnet8", "conv, output"]),
+        (lambda p: tiny(p).update(model={"name": "resnet8"}, prune={**tiny(p)["prune"], "rates": {
+            "conv": 0.2, "output": 0.0}}, supermask={"learned": {
+                "iterations": 10, "batch_size": 60, "lr": 100, "momentum": 0.9, "weights": "original",
+                "eval_every": 10, "samples": 1}}),
+         ["experiments.tiny.supermask.learned: model resnet8 has BatchNorm", "conv2/4/6"]),
     ],
 )
 def test_bad_params_name_key_value_and_what_is_allowed(tiny_params, change, words):
@@ -120,6 +138,15 @@ def test_the_recipe_keys_default_to_plain_adam_and_parse(tiny_params):
     assert e.train == TrainParams(lr=0.0012, batch_size=60, iterations=30, eval_every=10,
                                   **{**recipe, "milestones": (20, 25)})
     hash(e.train)  # milestones as a tuple: the recipe stays hashable, as a frozen dataclass should
+
+
+def test_deep_models_prune_conv_globally_without_fc_rates(tiny_params):
+    """VGG and ResNet have no fc layers: rates name conv and output only (the paper's setting)."""
+    assert from_dict(tiny_params).experiments["tiny"].model.init == "glorot_normal"  # the default
+    tiny(tiny_params).update(model={"name": "resnet20", "init": "kaiming_normal"}, prune={
+        **tiny(tiny_params)["prune"], "scope": "global", "rates": {"conv": 0.2, "output": 0.0}})
+    e = from_dict(tiny_params).experiments["tiny"]
+    assert e.model.init == "kaiming_normal" and e.prune.rates == {"conv": 0.2, "output": 0.0}
 
 
 def test_yaml_syntax_error_names_the_file(tmp_path):

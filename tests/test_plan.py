@@ -130,7 +130,7 @@ def test_prune_reset_shuffle_and_reinit_do_not_import_torch(tmp_path, tiny_param
         "assert main(['prune', '--experiment', 'tiny', '--initial', 'w.safetensors', '--trained', 'w.safetensors', '--mask', 'm.safetensors', '--out', 'm1.safetensors']) == 0\n"
         "assert main(['reset', '--experiment', 'tiny', '--seed', '0', '--theta0', 'w.safetensors', '--trained', 'w.safetensors', '--mask', 'm1.safetensors', '--out', 't.safetensors']) == 0\n"
         "assert main(['shuffle', '--seed', '1', '--mask', 'm1.safetensors', '--out', 'r.safetensors']) == 0\n"
-        "assert main(['reinit', '--seed', '2', '--theta0', 'w.safetensors', '--mask', 'm1.safetensors', "
+        "assert main(['reinit', '--experiment', 'tiny', '--seed', '2', '--theta0', 'w.safetensors', '--mask', 'm1.safetensors', "
         "'--out', 'ri.safetensors']) == 0\n"
         "heavy = [m for m in ('torch', 'torchvision', 'pandas', 'matplotlib') if m in sys.modules]\n"
         "assert not heavy, heavy\n"

@@ -158,3 +158,34 @@ def test_conv_weight_counts_and_ladders(model, conv_rate, total, points, toleran
     ladder = pruning.percent_ladder(sizes, {"conv": conv_rate, "fc": 0.2, "output": 0.1}, 15)
     for k, paper in points.items():
         assert abs(round(ladder[k], 1) - paper) <= tolerance + 1e-9, (k, ladder[k], paper)
+
+
+@pytest.mark.parametrize("steps", [1, 3])
+def test_global_pruning_of_conv_weights_leaves_the_output_layer_and_batchnorm_alone(steps):
+    """The paper's deep-net setting, rates {conv: 0.2, output: 0.0} with scope global: one
+    magnitude threshold across all conv layers (shortcut projections included), the output
+    layer whole, BatchNorm never in the mask nor in the percent remaining."""
+    from lth import architectures, models
+
+    theta0 = models.make_theta0("resnet8", "cifar10", seed=0, init="kaiming_normal")
+    rng = np.random.default_rng(2)
+    trained = {n: (w + rng.normal(0, 0.05, w.shape)).astype(w.dtype) if w.dtype == np.float32 else w
+               for n, w in theta0.items()}
+    mask = pruning.prune(trained, masks.dense(theta0), {"conv": 0.2, "output": 0.0}, scope="global",
+                         initial=theta0, steps=steps)
+    assert not any(masks.is_batchnorm(n) for n in mask) and "blocks.1.shortcut.conv.weight" in mask
+    assert mask["output.weight"].all()
+    conv = [n for n in mask if masks.layer_kind(n) == "conv"]
+    total = sum(mask[n].size for n in conv)
+    assert sum(int(mask[n].sum()) for n in conv) == pruning.survivors(total, 0.2, steps)
+    kept = np.concatenate([np.abs(trained[n][mask[n]]) for n in conv])
+    removed = np.concatenate([np.abs(trained[n][~mask[n]]) for n in conv])
+    assert kept.min() >= removed.max()  # one threshold for all conv layers
+    fractions = {round(float(mask[n].mean()), 3) for n in conv}
+    assert len(fractions) > 1  # ...so the layers lose different fractions, unlike layerwise pruning
+    report = masks.report(mask)
+    assert report["total"] == sum(layer.weights for layer in architectures.dataset_layers("resnet8", "cifar10"))
+    conv_share = total / report["total"]
+    assert report["percent_remaining"] == pytest.approx(100 * (1 - conv_share + conv_share * 0.8 ** steps), abs=0.05)
+    ladder = pruning.percent_ladder({n: m.size for n, m in mask.items()}, {"conv": 0.2, "output": 0.0}, 3, "global")
+    assert ladder[steps] == pytest.approx(report["percent_remaining"])

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from lth import reset
+from lth import masks, reset
 
 
 def test_ticket_is_theta0_on_survivors_and_zero_elsewhere():
@@ -100,3 +100,59 @@ def test_variants_need_the_trained_weights_and_unknown_actions_fail():
         reset.ticket({"fc1.weight": W0}, {"fc1.weight": M}, pruned="variant1")
     with pytest.raises(ValueError, match="unknown mask-0 action 'frozen'"):
         reset.ticket({"fc1.weight": W0}, {"fc1.weight": M}, pruned="frozen")
+
+
+def test_kaiming_std_and_the_init_the_random_actions_draw_from():
+    assert reset.kaiming_std((64, 3, 3, 3)) == pytest.approx(np.sqrt(2 / 27))
+    assert reset.kaiming_std(W0.shape) == pytest.approx(np.sqrt(2 / 4))
+    big = np.ones((256, 512), np.float32)
+    for init in reset.INIT_STD:
+        fresh = reset.ticket({"fc1.weight": big}, {"fc1.weight": big > 0}, "random_reinit", 0, init=init)
+        assert fresh["fc1.weight"].std() == pytest.approx(reset.INIT_STD[init](big.shape), rel=0.01)
+        constant = reset.ticket({"fc1.weight": W0}, {"fc1.weight": M}, "signed_constant", init=init)["fc1.weight"]
+        assert np.allclose(np.abs(constant[M]), reset.INIT_STD[init](W0.shape))
+
+
+# A ResNet-like set of arrays: conv and output weights, BatchNorm scale, shift and statistics.
+def bn_arrays(scale, mean, count):
+    rng = np.random.default_rng(int(count))
+    return {"conv.weight": rng.normal(size=(4, 3, 3, 3)).astype(np.float32),
+            "bn.weight": np.full(4, scale, np.float32), "bn.bias": np.full(4, scale - 1, np.float32),
+            "bn.running_mean": np.full(4, mean, np.float32), "bn.running_var": np.full(4, 1 + mean, np.float32),
+            "bn.num_batches_tracked": np.array([count]),
+            "output.weight": rng.normal(size=(10, 4)).astype(np.float32), "output.bias": np.zeros(10, np.float32)}
+
+
+THETA0 = bn_arrays(1.0, 0.0, 0)
+REWIND = bn_arrays(0.7, 0.3, 500)  # round 0's weights at the rewind iteration
+TRAINED = bn_arrays(0.4, 0.9, 3000)
+BN_MASK = {"conv.weight": np.random.default_rng(1).random((4, 3, 3, 3)) < 0.5, "output.weight": np.ones((10, 4), bool)}
+
+
+@pytest.mark.parametrize("kept", sorted(reset.ACTIONS))
+@pytest.mark.parametrize("pruned", reset.PRUNED_ACTIONS)
+def test_batchnorm_is_reset_with_the_weights_to_the_start(kept, pruned):
+    """Scale, shift and running statistics go back to where the weights go: theta_0 or the
+    rewind point, never the trained values; they are never in a mask."""
+    assert set(BN_MASK) == set(masks.dense(THETA0))
+    for start in (THETA0, REWIND):
+        t = reset.ticket(start, BN_MASK, kept, 3, pruned, TRAINED, init="kaiming_normal")
+        for name in start:
+            if name.startswith("bn."):
+                assert np.array_equal(t[name], start[name]) and t[name].dtype == start[name].dtype, name
+
+
+@pytest.mark.parametrize("init", sorted(reset.INIT_STD))
+def test_the_reinit_control_restarts_batchnorm_from_its_init(init):
+    """Glorot: scale 1 (theta_0's); Kaiming (open_lth): a fresh U(0, 1) scale. Shift and
+    running statistics at their initial values, the weights drawn afresh."""
+    t = reset.reinit(THETA0, BN_MASK, seed=11, init=init)
+    for name in ("bn.bias", "bn.running_mean", "bn.running_var", "bn.num_batches_tracked", "output.bias"):
+        assert np.array_equal(t[name], THETA0[name]), name
+    if init == "glorot_normal":
+        assert np.array_equal(t["bn.weight"], THETA0["bn.weight"])
+    else:
+        assert (0 <= t["bn.weight"]).all() and (t["bn.weight"] < 1).all() and len(np.unique(t["bn.weight"])) == 4
+        assert np.array_equal(t["bn.weight"], reset.reinit(THETA0, BN_MASK, seed=11, init=init)["bn.weight"])
+    m = BN_MASK["conv.weight"]
+    assert np.all(t["conv.weight"][~m] == 0) and not np.isin(t["conv.weight"][m], THETA0["conv.weight"]).any()

@@ -2,12 +2,13 @@
 safetensors file in its directory, resumed by a rerun of the same training (inputs,
 params and code: its fingerprint), bit-identical to an uninterrupted run on the CPU.
 
-The state: the model, the optimizer's state (Adam's moments, SGD's momentum buffers), the
-random streams (the batch order, the augmentation's generator), the window of minibatches
-since the last evaluation (train.Window), the dropout generator, the curve so far and the
-weights at the rewind iteration once passed. `train_step` is the training's step
-(train.AutogradStep or mlp_step.MLPStep); `streams` maps a name to an object with
-state() and load() (loop.BatchOrder, augment.Augment).
+The state: the model (its parameters and buffers, BatchNorm's running statistics), the
+optimizer's state (Adam's moments, SGD's momentum buffers), the random streams (the batch
+order, the augmentation's generator), the window of minibatches since the last evaluation
+(train.Window), the dropout generator, the curve so far and the weights at the rewind
+iteration once passed. `train_step` is the training's step (train.AutogradStep or
+mlp_step.MLPStep); `streams` maps a name to an object with state() and load()
+(loop.BatchOrder, augment.Augment).
 """
 
 from __future__ import annotations
@@ -77,7 +78,7 @@ def load_checkpoint(checkpoint: Checkpoint, model: torch.nn.Module, train_step, 
     # checked before anything is restored: a checkpoint missing a part must leave the start intact
     optimizer = train_step.optimizer
     params = optimizer.param_groups[0]["params"]
-    needed = {"torch_rng", *(f"model/{n}" for n, _ in model.named_parameters()), *(f"window/{k}" for k in window.PARTS),
+    needed = {"torch_rng", *(f"model/{n}" for n in model.state_dict()), *(f"window/{k}" for k in window.PARTS),
               *(f"{name}/{k}" for name, stream in streams.items() for k in stream.state()),
               *(f"optimizer/{i}/{k}" for i in range(len(params)) for k in optimizer.state_keys())}
     missing = needed - set(arrays)

@@ -72,7 +72,7 @@ def cmd_init(args) -> None:
 
     _, e = _experiment(args)
     init.run(e, args.seed, Path(args.out), Path(args.mask))
-    print(f"init: theta_0 of {e.model.name} (seed {args.seed}) -> {args.out}")
+    print(f"init: theta_0 of {e.model.name}, {e.model.init} (seed {args.seed}) -> {args.out}")
 
 
 def cmd_train(args) -> None:
@@ -107,7 +107,8 @@ def cmd_reset(args) -> None:
     from lth import reset
 
     _, e = _experiment(args)
-    reset.run(e.reset, args.seed, Path(args.theta0), Path(args.trained), Path(args.mask), Path(args.out))
+    reset.run(e.reset, args.seed, Path(args.theta0), Path(args.trained), Path(args.mask), Path(args.out),
+              e.model.init)
     print(f"reset: ticket = {e.reset.kept}({args.theta0}) where kept, {e.reset.pruned} where pruned -> {args.out}")
 
 
@@ -146,8 +147,9 @@ def _no_supermask(args, key: str):
 def cmd_reinit(args) -> None:
     from lth import reset
 
-    reset.run_reinit(args.seed, Path(args.theta0), Path(args.mask), Path(args.out))
-    print(f"reinit: ticket's mask * fresh init (seed {args.seed}) -> {args.out}")
+    _, e = _experiment(args)
+    reset.run_reinit(args.seed, Path(args.theta0), Path(args.mask), Path(args.out), e.model.init)
+    print(f"reinit: ticket's mask * fresh {e.model.init} init (seed {args.seed}) -> {args.out}")
 
 
 def cmd_aggregate(args) -> None:
@@ -227,7 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--raw", required=True, help="directory for the verified raw files")
     p.add_argument("--out", required=True, help="prepared tensors (.safetensors)")
 
-    p = add("init", cmd_init, "create theta_0 (Glorot normal) and the dense round-0 mask for a seed")
+    p = add("init", cmd_init, "create theta_0 (model.init: Glorot normal by default) and the dense round-0 mask")
     p.add_argument("--experiment", required=True)
     p.add_argument("--seed", type=int, required=True)
     p.add_argument("--out", required=True, help="theta_0 (.safetensors)")
@@ -281,8 +283,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="directory for scores, curve and metrics")
 
     p = add("reinit", cmd_reinit, "control: the ticket's mask with a fresh random initialization")
+    p.add_argument("--experiment", required=True)
     p.add_argument("--seed", type=int, required=True, help="seed of the fresh initialization")
-    p.add_argument("--theta0", required=True, help="theta_0 (for shapes and biases)")
+    p.add_argument("--theta0", required=True, help="theta_0 (for shapes, biases and BatchNorm's initial state)")
     p.add_argument("--mask", required=True, help="the ticket's mask")
     p.add_argument("--out", required=True)
 

@@ -1,8 +1,13 @@
 """Masks: which weights of each prunable layer survive, and how many.
 
-A mask maps a prunable tensor name (every `*.weight`; biases are never pruned) to a
-boolean array of the same shape. Layer kinds, which select the pruning rate, follow
-from the layer's name: `conv*`, `fc*`, and `output` for the last layer.
+A mask maps a prunable tensor name to a boolean array of the same shape. Prunable are the
+`*.weight` tensors of conv and fully connected layers; biases, BatchNorm's scale and shift
+(`bn*.weight`, `bn*.bias`) and its running statistics are never pruned, and are not
+counted in the percent remaining. Layer kinds, which select the pruning rate, follow from
+the name of the module that holds the tensor (the part before `.weight`): `conv*`, `fc*`,
+and `output` for the last layer. In LeNet and Conv-2/4/6 that is the first part of the
+name (`conv1.weight`); in nested blocks the last (`blocks.3.conv1.weight`,
+`blocks.3.shortcut.conv.weight`).
 """
 
 from __future__ import annotations
@@ -19,19 +24,33 @@ Mask = dict[str, np.ndarray]
 
 class MaskError(LthError, ValueError):
     """A mask that does not fit the weights it is applied to."""
+
+
 LAYER_KINDS = ("conv", "fc", "output")
 
 
+def module_of(name: str) -> str:
+    """The name of the module that holds a tensor: `conv` of `blocks.3.shortcut.conv.weight`."""
+    return name.rpartition(".")[0].rpartition(".")[2]
+
+
+def is_batchnorm(name: str) -> bool:
+    """A tensor of a BatchNorm layer (scale, shift, running statistics): modules named `bn*`."""
+    return module_of(name).startswith("bn")
+
+
 def is_prunable(name: str) -> bool:
-    return name.endswith(".weight")
+    """Conv and fully connected weights; a `.weight` of a module that is neither fails in
+    layer_kind, rather than going unpruned unnoticed."""
+    return name.endswith(".weight") and not is_batchnorm(name)
 
 
 def layer_kind(name: str) -> str:
-    layer = name.split(".")[0]
+    layer = module_of(name)
     for kind in LAYER_KINDS:
         if layer.startswith(kind):
             return kind
-    raise ValueError(f"tensor {name!r}: layer name must start with one of {LAYER_KINDS}")
+    raise ValueError(f"tensor {name!r}: its module's name ({layer!r}) must start with one of {LAYER_KINDS}")
 
 
 def dense(weights: Arrays) -> Mask:

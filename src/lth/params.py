@@ -42,6 +42,7 @@ class DataParams:
 class ModelParams:
     name: str
     dropout: float = 0.0
+    init: str = "glorot_normal"
 
 
 @dataclass(frozen=True)
@@ -225,14 +226,15 @@ def validate(raw: dict[str, Any], source: str | Path = "params.yaml") -> None:
                 f"{where}.train.eval_every = {e['train']['eval_every']} is larger than "
                 f"train.iterations = {e['train']['iterations']}; it must be at most the number of iterations"
             )
-        has_convs = bool(architectures.ARCHITECTURES[e["model"]["name"]].convs)
-        if has_convs and "conv" not in e["prune"]["rates"]:
-            raise ParamsError(f"{where}.prune.rates.conv is missing; model {e['model']['name']} "
-                              "has conv layers and needs a rate for them (paper: 0.1 or 0.15)")
+        check_model(where, e)
+        kinds = layer_kinds(e)
         untrained = (e.get("supermask") or {}).get("untrained")
-        if untrained and has_convs and "conv" not in untrained["rates"]:
-            raise ParamsError(f"{where}.supermask.untrained.rates.conv is missing; model {e['model']['name']} "
-                              "has conv layers and needs a rate for them")
+        rated = {"prune.rates": e["prune"]["rates"], **({"supermask.untrained.rates": untrained["rates"]}
+                                                         if untrained else {})}
+        for key, rates in rated.items():
+            if missing := sorted(kinds - set(rates)):
+                raise ParamsError(f"{where}.{key}.{missing[0]} is missing; model {e['model']['name']} has "
+                                  f"{missing[0]} layers and needs a rate for them ({RATE_HINTS[missing[0]]})")
         learned = (e.get("supermask") or {}).get("learned")
         if learned and learned["eval_every"] > learned["iterations"]:
             raise ParamsError(
@@ -246,9 +248,10 @@ def validate(raw: dict[str, Any], source: str | Path = "params.yaml") -> None:
         if rewind > e["train"]["iterations"]:
             raise ParamsError(f"{where}.reset.rewind_iteration = {rewind} is beyond "
                               f"train.iterations = {e['train']['iterations']}")
-        if e["prune"]["rounds"] and not any(e["prune"]["rates"].values()):
-            raise ParamsError(f"{where}.prune.rates = {e['prune']['rates']} prunes nothing; give at least "
-                              "one kind a rate above 0 (paper: fc 0.2, output 0.1)")
+        if e["prune"]["rounds"] and not any(e["prune"]["rates"].get(kind) for kind in kinds):
+            raise ParamsError(f"{where}.prune.rates = {e['prune']['rates']} prunes nothing of model "
+                              f"{e['model']['name']} (layer kinds: {', '.join(sorted(kinds))}); give at least one "
+                              "of its kinds a rate above 0 (paper: fc 0.2, output 0.1; deep nets: conv 0.2)")
         check_split_sizes(where, e, raw["data"], source)
 
 
@@ -279,6 +282,34 @@ def check_recipe(where: str, e: dict[str, Any]) -> None:
         raise ParamsError(f"{key}.weight_decay = {t['weight_decay']} would move the pruned weights that "
                           f"reset.pruned = {e['reset']['pruned']!r} holds frozen; use weight_decay: 0 "
                           "or reset.pruned: zero")
+
+
+RATE_HINTS = {"conv": "paper: 0.1 or 0.15; VGG and ResNet: 0.2 under scope global",
+              "fc": "paper: 0.2", "output": "paper: 0.1; VGG and ResNet: 0.0, not pruned"}
+
+
+def check_model(where: str, e: dict[str, Any]) -> None:
+    """The model exists (a ResNet's depth is 6n+2), dropout has fully connected layers to act
+    in, and supermasks are not asked of a model with BatchNorm."""
+    model = e["model"]
+    try:
+        arch = architectures.architecture(model["name"])
+    except architectures.UnknownModel as err:
+        raise ParamsError(f"{where}.model.name = {err}") from None
+    if model.get("dropout") and "fc" not in layer_kinds(e):
+        raise ParamsError(f"{where}.model.dropout = {model['dropout']}: model {model['name']} has no hidden fully "
+                          "connected layers for dropout to act in; remove it or set 0")
+    supermask = {k for k, v in (e.get("supermask") or {}).items() if v}
+    if arch.batchnorm and supermask:
+        raise ParamsError(
+            f"{where}.supermask.{sorted(supermask)[0]}: model {model['name']} has BatchNorm, and an untrained or "
+            "frozen network has no running statistics for it (Zhou et al.'s supermasks are for networks without "
+            "BatchNorm); use lenet_300_100 or conv2/4/6, or remove the supermask section")
+
+
+def layer_kinds(e: dict[str, Any]) -> set[str]:
+    """The kinds of prunable layers the experiment's model has (conv, fc, output)."""
+    return {layer.kind for layer in architectures.dataset_layers(e["model"]["name"], e["dataset"])}
 
 
 def check_split_sizes(where: str, e: dict[str, Any], data: dict[str, Any], source: str | Path) -> None:
@@ -366,6 +397,8 @@ def describe(error: Any) -> str:
     if error.validator == "maxLength":
         return (f"{key}: the name {value[:20]!r}... is {len(value)} characters long; "
                 f"use at most {error.validator_value}")
+    if error.validator == "pattern" and key.endswith(".model.name"):
+        return f"{key} = {value!r} is not a known model; choose one of {architectures.KNOWN}"
     if error.validator == "pattern" and error.schema is not None and key == "experiments":
         return f"{key}: the name {value!r} may only use letters, digits and underscores"
     if error.validator == "uniqueItems":

@@ -214,10 +214,13 @@ TEMPLATES = {
         Template("reset", "lth reset --params {params_file} --experiment {experiment} --seed {reset_seed} "
                           "--theta0 {theta0} --trained {trained} --mask {mask} --out {ticket}",
                  code=("reset.py", "masks.py", "artifacts.py"),
-                 params=(f"{EXP}.reset.kept", f"{EXP}.reset.pruned"),
+                 # the model section for model.init, the distribution random mask-1 actions draw from
+                 # (dvc refuses a params key missing from the file, and init has a default)
+                 params=(f"{EXP}.model", f"{EXP}.reset.kept", f"{EXP}.reset.pruned"),
                  deps=("{theta0}", "{trained}", "{mask}"), outs=("{ticket}",)),
-        Template("reinit", "lth reinit --seed {reinit_seed} --theta0 {theta0} --mask {mask} --out {ticket}",
-                 code=("reset.py", "masks.py", "artifacts.py"), params=(),
+        Template("reinit", "lth reinit --params {params_file} --experiment {experiment} --seed {reinit_seed} "
+                           "--theta0 {theta0} --mask {mask} --out {ticket}",
+                 code=("reset.py", "masks.py", "artifacts.py"), params=(f"{EXP}.model",),
                  deps=("{theta0}", "{mask}"), outs=("{ticket}",)),
         Template("shuffle", "lth shuffle --seed {shuffle_seed} --mask {ticket_mask} --out {mask}",
                  code=("pruning.py", "masks.py", "artifacts.py"), params=(),
@@ -325,7 +328,7 @@ def lineage(p: Params, e: Experiment, seed: int, params_file: str) -> list[Stage
         if "reinit" in e.controls:
             reinit = f"{d}/{outputs.REINIT}"
             out.append(make_stage("reinit", key, {
-                "reinit_seed": REINIT_SEED_OFFSET + round_seed, "theta0": theta0(p, e, seed), "mask": mask,
+                **base, "reinit_seed": REINIT_SEED_OFFSET + round_seed, "theta0": theta0(p, e, seed), "mask": mask,
                 "ticket": f"{reinit}/{outputs.TICKET}"}))
             out.append(make_stage("train", f"{key}-reinit", {
                 **rewound, "dir": reinit, "ticket": f"{reinit}/{outputs.TICKET}", "mask": mask}))

@@ -61,7 +61,7 @@ def run_untrained(experiment: Experiment, runtime: RuntimeParams, data: DataPara
                 initial=theta0, steps=steps)
             percent = masks.report(mask)["percent_remaining"]
             for action in ask.actions:
-                models.load_arrays_into(model, reset.ticket(theta0, mask, action, seed))
+                models.load_arrays_into(model, reset.ticket(theta0, mask, action, seed, init=experiment.model.init))
                 val_loss, val_acc = evaluate(model, splits["validation"])
                 test_loss, test_acc = evaluate(model, splits["test"])
                 rows.append({"seed": seed, "criterion": criterion, "action": action, "steps": steps,
@@ -116,7 +116,7 @@ def run(experiment: Experiment, runtime: RuntimeParams, data: DataParams, data_p
     torch.manual_seed(seed)  # dropout
     theta0 = load_arrays(theta0_path, made_by=made_by(theta0_path))
     device, splits, model = _setup(experiment, runtime, data_path, data.normalize)
-    weights = reset.ticket(theta0, masks.dense(theta0), params.weights, seed)
+    weights = reset.ticket(theta0, masks.dense(theta0), params.weights, seed, init=experiment.model.init)
     sm = Supermask(model, weights, device, torch.Generator(device=device).manual_seed(seed))
     optimizer = optim.SGD(list(sm.scores.values()), lr=params.lr, momentum=params.momentum)
 
