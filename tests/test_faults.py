@@ -25,27 +25,33 @@ SGD_RECIPE = {"lr": 0.05, "optimizer": "sgd", "momentum": 0.9, "nesterov": True,
               "warmup": 200, "milestones": [1000], "augment": True}
 
 
-def training(tmp_path, tiny_params, prepared, name: str, iterations: int = 3000, recipe: dict | None = None):
-    """A workspace for one `lth train` of LeNet on the synthetic data, checkpointing every 100."""
+def training(tmp_path, tiny_params, prepared, name: str, iterations: int = 3000, recipe: dict | None = None,
+             model: str = "lenet_300_100"):
+    """A workspace for one `lth train` of `model` on the synthetic data, checkpointing every 100."""
     tiny_params["runtime"]["checkpoint_every"] = 100
     e = tiny_params["experiments"]["tiny"]
     e["train"].update(iterations=iterations, eval_every=100, **(recipe or {}))
     e["reset"]["rewind_iteration"] = 150
+    if model != "lenet_300_100":  # a BatchNorm ResNet: conv and output layers only
+        e["model"] = {"name": model}
+        e["prune"].update(scope="global", rates={"conv": 0.2, "output": 0.0})
     ws = tmp_path / name
     ws.mkdir()
     (ws / "params.yaml").write_text(yaml.safe_dump(tiny_params))
-    theta0 = models.make_theta0("lenet_300_100", "mnist", seed=0)
+    theta0 = models.make_theta0(model, "mnist", seed=0)
     save_arrays(ws / "ticket.safetensors", theta0)
     masks.save(ws / "mask.safetensors", masks.dense(theta0))
     return ws, [str(BIN / "lth"), "train", "--experiment", "tiny", "--seed", "3", "--data", str(prepared),
                 "--ticket", "ticket.safetensors", "--mask", "mask.safetensors", "--out", "out"]
 
 
-@pytest.mark.parametrize("recipe", [None, SGD_RECIPE], ids=["adam", "sgd-augment"])
-def test_a_killed_training_resumes_bit_identical(tmp_path, tiny_params, prepared, recipe):
-    ws_a, cmd = training(tmp_path, tiny_params, prepared, "uninterrupted", recipe=recipe)
+@pytest.mark.parametrize(("recipe", "model"), [(None, "lenet_300_100"), (SGD_RECIPE, "resnet8_4")],
+                         ids=["adam", "sgd-batchnorm-augment"])
+def test_a_killed_training_resumes_bit_identical(tmp_path, tiny_params, prepared, recipe, model):
+    iterations = 3000 if model == "lenet_300_100" else 1000  # a ResNet step is slower: it is mid-run longer
+    ws_a, cmd = training(tmp_path, tiny_params, prepared, "uninterrupted", iterations, recipe, model)
     subprocess.run(cmd, cwd=ws_a, check=True, env=tool_env(), capture_output=True)
-    ws_b, _ = training(tmp_path, tiny_params, prepared, "killed", recipe=recipe)
+    ws_b, _ = training(tmp_path, tiny_params, prepared, "killed", iterations, recipe, model)
     checkpoint = ws_b / "out" / "checkpoint.safetensors"
     proc = subprocess.Popen(cmd, cwd=ws_b, env=tool_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
