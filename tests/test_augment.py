@@ -47,9 +47,9 @@ def test_a_hand_made_batch_is_cropped_and_flipped_as_drawn():
 
 
 def test_the_centre_crop_unflipped_is_the_image():
-    images = torch.randn(200, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    images = torch.randn(1000, 3, 8, 8, generator=torch.Generator().manual_seed(0))
     out = augment.Augment(seed=1)(images)
-    offsets, flips = draws(1, 200, augment.PADDING)
+    offsets, flips = draws(1, 1000, augment.PADDING)  # 1 in 162 is the centre, unflipped
     same = (offsets == augment.PADDING).all(1) & ~flips
     assert same.any() and torch.equal(out[same], images[same])
     assert not torch.equal(out[~same], images[~same])
@@ -65,6 +65,10 @@ def test_the_draws_are_reproducible_per_seed_and_differ_between_seeds():
     assert not torch.equal(first[0], first[1])  # a new draw for every batch
     # a stream of its own, not the batch order's (seeded by the seed itself)
     assert augment.generator_seed(3) not in (3, augment.generator_seed(4))
+    # and one per round of the trial
+    round_two = augment.Augment(3, round_index=2)
+    assert not torch.equal(first[0], round_two(images))
+    assert torch.equal(augment.Augment(3, round_index=2)(images), augment.Augment(3, round_index=2)(images))
 
 
 def test_the_state_resumes_the_stream():

@@ -23,17 +23,18 @@ PADDING = 4
 STREAM = 1  # the spawn key that separates these draws from the batch order's (seeded by the seed itself)
 
 
-def generator_seed(seed: int) -> int:
-    """A 32-bit seed of its own for a training seed. torch's CPU generator keeps only the low
-    32 bits of a seed, so an offset such as seed + 2**32 would replay the batch order's stream."""
-    return int(np.random.SeedSequence(seed, spawn_key=(STREAM,)).generate_state(1)[0])
+def generator_seed(seed: int, round_index: int = 0) -> int:
+    """A 32-bit seed of its own for a training seed and round: each round of a trial draws
+    other crops and flips. torch's CPU generator keeps only the low 32 bits of a seed, so an
+    offset such as seed + 2**32 would replay the batch order's stream."""
+    return int(np.random.SeedSequence(seed, spawn_key=(STREAM, round_index)).generate_state(1)[0])
 
 
 class Augment:
     """Random crops and flips of batches, drawn from a generator seeded by `seed`."""
 
-    def __init__(self, seed: int, black: torch.Tensor | None = None, padding: int = PADDING):
-        self.generator = torch.Generator().manual_seed(generator_seed(seed))
+    def __init__(self, seed: int, black: torch.Tensor | None = None, padding: int = PADDING, round_index: int = 0):
+        self.generator = torch.Generator().manual_seed(generator_seed(seed, round_index))
         self.black, self.padding = black, padding
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:

@@ -106,7 +106,8 @@ def load_checkpoint(checkpoint: Checkpoint, model: torch.nn.Module, train_step, 
 
 
 def fingerprint(experiment: Experiment, runtime: RuntimeParams, seed: int, normalize: str,
-                inputs: tuple[Path, ...], code: tuple[str, ...], schedule_start: int = 0) -> str:
+                inputs: tuple[Path, ...], code: tuple[str, ...], schedule_start: int = 0,
+                round_index: int = 0) -> str:
     """What a training's result depends on: its input files' bytes, its params and the
     code that trains (`code`: the modules' files; this module's too, the checkpoint's
     format). A checkpoint with another fingerprint is never resumed."""
@@ -115,5 +116,5 @@ def fingerprint(experiment: Experiment, runtime: RuntimeParams, seed: int, norma
         digest.update(Path(path).read_bytes())
     digest.update(json.dumps([repr(experiment.model), repr(experiment.train), experiment.reset.rewind_iteration,
                               runtime.device, runtime.threads, seed, normalize, torch.__version__,
-                              schedule_start]).encode())
+                              schedule_start, round_index]).encode())
     return digest.hexdigest()

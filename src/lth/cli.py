@@ -80,7 +80,7 @@ def cmd_train(args) -> None:
 
     p, e = _experiment(args)
     metrics = train.run(e, p.runtime, p.data, Path(args.data), Path(args.ticket), Path(args.mask),
-                        Path(args.out), seed=args.seed, schedule_start=args.schedule_start)
+                        Path(args.out), seed=args.seed, schedule_start=args.schedule_start, round_index=args.round)
     print(f"train: {metrics['percent_remaining']:.1f}% remaining, early stop at "
           f"{metrics['early_stop_iteration']}, test accuracy {metrics['early_stop_test_accuracy']:.4f}")
 
@@ -241,6 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--schedule-start", type=int, default=0,
                    help="the learning-rate schedule's step at the first iteration (a rewound round: the "
                         "rewind iteration)")
+    p.add_argument("--round", type=int, default=0, help="the round: with --seed, it seeds the augmentation's draws")
     p.add_argument("--data", required=True, help="prepared tensors from `lth data`")
     p.add_argument("--ticket", required=True, help="starting weights (theta_0 or a reset ticket)")
     p.add_argument("--mask", required=True, help="mask of this round")

@@ -199,7 +199,7 @@ TEMPLATES = {
                  params=(f"{EXP}.model", f"{EXP}.dataset"),
                  outs=("{theta0}", "{mask}"), metrics=("{sparsity}",)),
         Template("train", "lth train --params {params_file} --experiment {experiment} --seed {seed} "
-                          "--schedule-start {schedule_start} --data {prepared} --ticket {ticket} --mask {mask} "
+                          "--schedule-start {schedule_start} --round {round} --data {prepared} --ticket {ticket} --mask {mask} "
                           "--out {dir}",
                  code=("train.py", "loop.py", "checkpoint.py", "mlp_step.py", "optim.py", "augment.py", "models.py",
                        "architectures.py", "masks.py", "provenance.py",
@@ -299,7 +299,7 @@ def lineage(p: Params, e: Experiment, seed: int, params_file: str) -> list[Stage
             **base, "theta0": theta0(p, e, seed), "mask": f"{r0}/{outputs.MASK}",
             "sparsity": f"{r0}/{outputs.SPARSITY}"}))
         out.append(make_stage("train", f"{e.name}-s{seed}-r00", {
-            **base, "schedule_start": 0, "dir": r0, "ticket": theta0(p, e, seed), "mask": f"{r0}/{outputs.MASK}"}))
+            **base, "schedule_start": 0, "round": 0, "dir": r0, "ticket": theta0(p, e, seed), "mask": f"{r0}/{outputs.MASK}"}))
     if e.supermask.untrained:
         out.append(make_stage("untrained", f"{e.name}-s{seed}", {
             **base, "theta0": theta0(p, e, seed), "trained": f"{r0}/{outputs.TRAINED}",
@@ -307,12 +307,12 @@ def lineage(p: Params, e: Experiment, seed: int, params_file: str) -> list[Stage
     if e.supermask.learned:
         out.append(make_stage("supermask", f"{e.name}-s{seed}", {
             **base, "theta0": theta0(p, e, seed), "dir": supermask_dir(e, seed)}))
-    # the rounds after 0 (and their controls) start at the rewind point, and at its place in
-    # the learning-rate schedule (open_lth's semantics; optim.Schedule)
-    rewound = {**base, "schedule_start": e.reset.rewind_iteration}
     for k in range(1, e.prune.rounds + 1):
         key = f"{e.name}-s{seed}-r{k:02d}"
         round_seed = 1000 * seed + k  # the random draws of round k of this trial
+        # round k (and its controls) starts at the rewind point, and at its place in the
+        # learning-rate schedule (open_lth's semantics; optim.Schedule)
+        rewound = {**base, "schedule_start": e.reset.rewind_iteration, "round": k}
         d = round_dir(p, e, seed, k)
         source = round_dir(p, e, seed, 0 if e.prune.schedule == "one_shot" else k - 1)
         mask = f"{d}/{outputs.MASK}"

@@ -164,10 +164,12 @@ def evaluators(train_step: AutogradStep | mlp_step.MLPStep, model: torch.nn.Modu
 def train(model: torch.nn.Module, mask: dict[str, torch.Tensor], splits: dict[str, Split],
           params: TrainParams, seed: int, progress: bool | None = None,
           snapshot_at: int | None = None, checkpoint: Checkpoint | None = None,
-          on_record: Callable[[dict], None] | None = None, schedule_start: int = 0) -> tuple[list[dict], dict | None]:
+          on_record: Callable[[dict], None] | None = None, schedule_start: int = 0,
+          round_index: int = 0) -> tuple[list[dict], dict | None]:
     """Train in place for params.iterations; return the evaluation curve and the weights
     at iteration `snapshot_at` (the rewind point), if asked for. Everything random (batch
-    order, augmentation draws) derives from `seed`. Iteration i trains at the schedule's
+    order, augmentation draws) derives from `seed`; the augmentation's draws from `round_index`
+    too, so that each round of a trial sees other crops and flips. Iteration i trains at the schedule's
     step schedule_start + i - 1 (optim.Schedule: a rewound round starts at the rewind
     iteration's place). With `checkpoint`, save the whole state every `checkpoint.every`
     iterations and resume from a matching one: the result is bit-identical to an
@@ -178,7 +180,7 @@ def train(model: torch.nn.Module, mask: dict[str, torch.Tensor], splits: dict[st
     train_split = splits["train"]
     streams = {"order": BatchOrder(len(train_split.labels), params.batch_size, seed)}
     if params.augment:
-        streams["augment"] = augment.Augment(seed, train_split.black)
+        streams["augment"] = augment.Augment(seed, train_split.black, round_index=round_index)
     order, crop_and_flip = streams["order"], streams.get("augment")
     schedule = optim.Schedule.of(params)
     group = train_step.optimizer.param_groups[0]
@@ -230,11 +232,12 @@ def train(model: torch.nn.Module, mask: dict[str, torch.Tensor], splits: dict[st
 
 
 def run(experiment: Experiment, runtime: RuntimeParams, data: DataParams, data_path: Path, ticket_path: Path,
-        mask_path: Path, out_dir: Path, seed: int, schedule_start: int = 0) -> dict:
+        mask_path: Path, out_dir: Path, seed: int, schedule_start: int = 0, round_index: int = 0) -> dict:
     """Train the ticket at `ticket_path` under `mask_path`; write into `out_dir` the trained
     weights, the weights at the rewind iteration, the curve and the metrics (with the params
     and provenance of the training). `schedule_start`: the learning-rate schedule's step of
-    the first iteration (the plan passes reset.rewind_iteration for the rounds after 0)."""
+    the first iteration (the plan passes reset.rewind_iteration for the rounds after 0);
+    `round_index`: the round, which seeds the augmentation's draws with `seed`."""
     torch.set_num_threads(runtime.threads)
     torch.manual_seed(seed)  # dropout
     device = resolve_device(runtime.device)
@@ -251,11 +254,11 @@ def run(experiment: Experiment, runtime: RuntimeParams, data: DataParams, data_p
 
     checkpoint = Checkpoint(out_dir / outputs.CHECKPOINT, runtime.checkpoint_every,
                             fingerprint(experiment, runtime, seed, data.normalize, (data_path, ticket_path, mask_path),
-                                        CODE, schedule_start)) \
+                                        CODE, schedule_start, round_index)) \
         if runtime.checkpoint_every else None
     curve, rewind = train(model, mask, splits, experiment.train, seed,
                           snapshot_at=experiment.reset.rewind_iteration, checkpoint=checkpoint,
-                          schedule_start=schedule_start)
+                          schedule_start=schedule_start, round_index=round_index)
     final_train_loss, final_train_acc = evaluate(model.eval(), splits["train"])
     stop = early_stop(curve)
     sparsity = masks.report(mask_np)
