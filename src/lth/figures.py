@@ -217,16 +217,19 @@ def stability_path(paths: pd.DataFrame, spec: plan.FigureSpec) -> plt.Figure:
     fig, axes = plt.subplots(1, len(rounds), figsize=(4.8 * len(rounds), 4.2), squeeze=False, sharey=True)
     for ax, (r, percent) in zip(axes[0], rounds.items(), strict=True):
         sns.lineplot(data=data[data["round"] == r], x="alpha", y="error", hue="k", hue_order=order,
-                     palette=palette(len(order)), errorbar=MIN_MAX, marker="o", markersize=3, ax=ax)
+                     palette=palette(len(order)), errorbar=MIN_MAX, ax=ax)
         ax.set_title(round_label(r, percent))
         ax.set_xlabel("Interpolation (0: copy A, 1: copy B)")
         ax.set_ylabel("Test error (%)")
         ax.grid(True, alpha=0.3)
-        ax.legend(title="copies part at", fontsize="small")
+        ax.get_legend().remove()
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, [f"copies part at {label}" for label in labels], loc="lower center", ncol=len(labels),
+               frameon=False, fontsize="small")
     n = data["seed"].nunique()
     fig.suptitle(f"{spec.members[0]}: test error on the line between two copies trained from iteration k\n"
                  f"(mean of {n} trial{'s' * (n > 1)}, min-max band)", fontsize="medium")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
     return fig
 
 
@@ -243,7 +246,9 @@ def stability_barrier(barriers: pd.DataFrame, spec: plan.FigureSpec) -> plt.Figu
         sns.lineplot(data=data, x="rewind_iteration", y=q, hue="line", hue_order=order, palette=palette(len(order)),
                      errorbar=MIN_MAX, marker="o", markersize=4, ax=ax)
         if ks[-1] > 0:  # k = 0 on the axis: linear up to the smallest positive k, logarithmic beyond
-            ax.set_xscale("symlog", linthresh=min(k for k in ks if k > 0))
+            linear = min(k for k in ks if k > 0)
+            ax.set_xscale("symlog", linthresh=linear)
+            ax.set_xlim(-0.15 * linear, 1.3 * ks[-1])
         ax.xaxis.set_major_locator(FixedLocator(ks))
         ax.xaxis.set_minor_locator(NullLocator())
         ax.set_xticklabels([str(k) for k in ks])
@@ -252,8 +257,9 @@ def stability_barrier(barriers: pd.DataFrame, spec: plan.FigureSpec) -> plt.Figu
         ax.grid(True, alpha=0.3)
         ax.get_legend().remove()
     axes[0].axhline(plan.STABLE_POINTS, color="grey", linestyle=":", linewidth=1)
-    axes[0].annotate("stable below (paper)", (0.02, plan.STABLE_POINTS), xycoords=("axes fraction", "data"),
-                     textcoords="offset points", xytext=(0, 3), fontsize="small", color="grey")
+    axes[0].set_ylim(top=max(axes[0].get_ylim()[1], 1.15 * plan.STABLE_POINTS))
+    axes[0].annotate("stable below this (the paper)", (0.02, plan.STABLE_POINTS), xycoords=("axes fraction", "data"),
+                     textcoords="offset points", xytext=(0, -11), fontsize="small", color="grey")
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 5), frameon=False, fontsize="small")
     n = data["seed"].nunique()

@@ -7,6 +7,9 @@ training has at iteration k (tested). From there two copies train to the end of 
 round's training, train.iterations - k iterations each (the paper: from k to T), in two
 other data orders (and dropout draws), seeded by the plan (plan.copy_seeds). Like a
 rewound ticket, a copy takes the trunk's weights only: its optimizer state starts afresh.
+The paper's sparse networks at k > 0, IMP subnetworks rewound to k (the dense weights at k
+under a mask found with rewinding to k), are this stage at k = 0 of an experiment with
+`reset.rewind_iteration: k` (whose copies then train the whole train.iterations).
 
 Then the test loss and error at `points` evenly spaced alphas on the line
 (1 - alpha) * copy_a + alpha * copy_b, both ends included. The error barrier (the paper's
