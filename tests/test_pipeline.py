@@ -234,3 +234,30 @@ def test_zhou_experiments_run_end_to_end_under_both_tools(tmp_path, mnist_dir):
     # a new mask-0 action reruns that lineage from its first reset (round 1's mask stands)
     dvc.set("experiments.frozen.reset.pruned", "freeze_init")
     assert dvc.repro() == (lineage([1, 2], "frozen") - {"prune@frozen-s0-r01"}) | RESULTS
+
+
+def test_stability_runs_under_both_tools_with_identical_artifacts(tmp_path, mnist_dir):
+    import pandas as pd
+
+    params = copy.deepcopy(TINY)
+    params["experiments"]["tiny"]["stability"] = {"rounds": [0, 2], "rewind_iterations": [0, 10], "points": 5}
+    dvc = Pipeline("dvc", tmp_path / "dvc", params, mnist_dir)
+    smk = Pipeline("snakemake", tmp_path / "smk", params, mnist_dir)
+    ran = dvc.repro()
+    assert ran == smk.repro()
+    stability = {f"stability@tiny-s0-r{r:02d}-k{k}" for r in (0, 2) for k in (0, 10)}
+    assert ran == {"data@mnist", "init@tiny-s0"} | lineage(range(3)) | stability | RESULTS
+    a, b = digests(dvc.path), digests(smk.path)
+    assert a == b
+    assert {f"runs/tiny/seed0/stability/round02/k10/{f}" for f in ("copy_a.safetensors", "copy_b.safetensors",
+                                                                  "interpolation.csv", "instability.json")} <= set(a)
+    ws = smk.path
+    barriers = pd.read_csv(ws / "results/stability.csv")
+    assert len(barriers) == 4 and (barriers.error_barrier >= 0).all()
+    assert len(pd.read_csv(ws / "results/stability_path.csv")) == 4 * 5
+    for name in ("stability_path_tiny", "stability_barrier_tiny"):
+        assert (ws / f"results/figures/{name}.png").stat().st_size > 10_000
+    assert "## Instability analysis (Frankle et al. 2020)" in (ws / "results/report.md").read_text()
+    # a new k runs its analyses and the results, nothing else
+    dvc.set("experiments.tiny.stability.rewind_iterations", [0, 10, 20])
+    assert dvc.repro() == {"stability@tiny-s0-r00-k20", "stability@tiny-s0-r02-k20"} | RESULTS

@@ -96,6 +96,52 @@ def test_rewound_rounds_start_at_the_rewind_points_place_in_the_schedule(tiny_pa
     assert all(f"--schedule-start {rewind} " in cmd for cmd in trainings.values())
 
 
+STABILITY = {"rounds": [0, 2], "rewind_iterations": [0, 10], "points": 5}
+
+
+def test_stability_branches_off_each_rounds_starting_network(tiny_params):
+    tiny_params["seeds"] = [0, 1]
+    tiny_params["experiments"]["tiny"]["controls"] = ["reinit"]
+    tiny_params["experiments"]["tiny"]["stability"] = STABILITY
+    stages = stages_of(tiny_params)
+    dense, sparse = stages["stability@tiny-s0-r00-k10"], stages["stability@tiny-s0-r02-k0"]
+    assert set(dense.deps) >= {"runs/tiny/seed0/theta0.safetensors", "runs/tiny/seed0/round00/mask.safetensors"}
+    assert set(sparse.deps) >= {"runs/tiny/seed0/round02/ticket.safetensors", "runs/tiny/seed0/round02/mask.safetensors"}
+    assert "runs/tiny/seed0/stability/round02/k0/instability.json" in sparse.metrics
+    assert "--rewind-iteration 10" in dense.cmd and "experiments.tiny.stability.points" in dense.params
+    assert not any("stability.r" in k for k in dense.params)  # a new round or k adds stages, reruns none
+    assert len([s for s in stages if s.startswith("stability@")]) == 2 * 2 * 2
+    # the copies' seeds: two per trial and round, the same for every k, colliding with no other seed
+    copies = {s.id: [int(x) for x in s.cmd.split("--copy-seeds ")[1].split()[:2]] for s in stages.values()
+              if s.name == "stability"}
+    assert copies["stability@tiny-s1-r02-k0"] == copies["stability@tiny-s1-r02-k10"]
+    distinct = {x for k, pair in copies.items() if k.endswith("-k0") for x in pair}
+    others = {int(s.cmd.split("--seed ")[1].split()[0]) for s in stages.values() if "--seed " in s.cmd}
+    assert len(distinct) == 2 * 2 * 2 and not distinct & others
+    assert "runs/tiny/seed1/stability/round00/k0/interpolation.csv" in stages["aggregate"].deps
+    assert "results/stability.csv" in stages["report"].deps
+
+
+def test_without_stability_the_plan_is_what_it_was(tiny_params):
+    """Stability adds its stages and tables; a config without it plans the stages it had
+    before stability existed: the results stages read and write the same four tables."""
+    before = stages_of(tiny_params)
+    assert before["aggregate"].outs == tuple(f"results/{t}" for t in ("rounds.csv", "curves.csv", "untrained.csv",
+                                                                       "supermask.csv"))
+    assert before["figures"].deps[-4:] == before["aggregate"].outs
+    assert before["report"].deps[-3:] == ("results/rounds.csv", "results/untrained.csv", "results/supermask.csv")
+    tiny_params["experiments"]["tiny"]["stability"] = STABILITY
+    after = stages_of(tiny_params)
+    added = {k for k in after if k.startswith("stability@")}
+    assert set(after) - set(before) == added and set(before) <= set(after)
+    changed = {k for k in before if before[k] != after[k]}
+    assert changed == {"aggregate", "figures", "report"}
+    assert after["aggregate"].outs == before["aggregate"].outs + ("results/stability.csv",
+                                                                  "results/stability_path.csv")
+    assert [f.name for f in plan.figure_specs(from_dict(tiny_params))][-2:] == ["stability_path_tiny",
+                                                                                "stability_barrier_tiny"]
+
+
 def test_generated_dvc_yaml_expands_to_the_plans_commands(tiny_params):
     p = from_dict(tiny_params)
     doc = yaml.safe_load(plan.dvc_yaml(p))["stages"]
@@ -165,6 +211,7 @@ def test_every_planned_output_is_in_the_output_table_under_its_stage(tiny_params
                                     "rates": {"fc": 0.5, "output": 0.2}, "steps": 1},
                       "learned": {"iterations": 20, "batch_size": 50, "lr": 100, "momentum": 0.9,
                                   "weights": "signed_constant", "eval_every": 10, "samples": 2}}
+    e["stability"] = STABILITY
     planned = {}
     for s in plan.stages(from_dict(tiny_params)):
         for path in (*s.outs, *s.metrics):

@@ -100,3 +100,16 @@ def test_report_gives_the_papers_claims_with_the_trials_spread(tmp_path, tiny_pa
     assert "| 3.6 | about 0 | not run |  | 0 |" in text  # the lineage stops at 7.0%
     assert "| random reinit's test accuracy at early stop minus the ticket's | 21.1 | -0.5 points | -0.80 points |" in text
     assert "data.normalize = standardize (per-channel mean and std of the training split)" in text
+
+
+def test_the_stability_section_gives_each_barrier_over_trials_beside_the_paper(tiny_params):
+    tiny_params["experiments"]["tiny"]["stability"] = {"rounds": [0, 2], "rewind_iterations": [0, 10], "points": 30}
+    barriers = pd.DataFrame([
+        {"experiment": "tiny", "seed": s, "round": r, "percent_remaining": p, "rewind_iteration": k,
+         "error_barrier": b, "test_error_a": 0.02, "test_error_b": 0.03, "copy_iterations": 30 - k}
+        for s, r, p, k, b in [(0, 0, 100.0, 0, 0.001), (1, 0, 100.0, 0, 0.003), (0, 2, 64.1, 0, 0.05),
+                              (1, 2, 64.1, 0, 0.03), (0, 2, 64.1, 10, 0.0), (1, 2, 64.1, 10, 0.002)]])
+    text = "\n".join(report.stability_section(from_dict(tiny_params), barriers))
+    assert "LeNet on MNIST is stable from initialization" in text
+    assert "| 0 | 100.0 | 0 | 30 | 0.20 | 0.10-0.30 | 2.50 | yes |" in text
+    assert "| 2 | 64.1 | 0 | 30 | 4.00 | 3.00-5.00 | 2.50 | no |" in text

@@ -1,5 +1,6 @@
 """Snakemake and dvc see what lth plans, checked without running a stage (seconds each)."""
 
+import copy
 import json
 import sys
 
@@ -14,6 +15,15 @@ from lth.params import MISSING, from_dict, lookup
 def test_snakemake_dry_run_plans_exactly_the_plans_commands(tmp_path):
     ws = make_workspace(tmp_path / "ws", TINY)
     assert snakemake_dry_run(ws) == {s.id: s.cmd for s in plan.stages(from_dict(TINY))}
+
+
+def test_snakemake_plans_the_stability_stages_as_lth_does(tmp_path):
+    params = copy.deepcopy(TINY)
+    params["seeds"] = [0, 1]
+    params["experiments"]["tiny"]["stability"] = {"rounds": [0, 2], "rewind_iterations": [0, 10], "points": 5}
+    stages = {s.id: s.cmd for s in plan.stages(from_dict(params))}
+    assert snakemake_dry_run(make_workspace(tmp_path / "ws", params)) == stages
+    assert len([s for s in stages if s.startswith("stability@")]) == 8
 
 
 @pytest.fixture(scope="module")

@@ -6,6 +6,8 @@ actions. curves.csv: one row per evaluation of each training. `branch` is `ticke
 the lineage itself and `reinit` / `random` for its controls. untrained.csv: every
 masked untrained network evaluated (Zhou et al.'s supermasks); supermask.csv: one row
 per learned supermask. Both are empty (header only) when no experiment asks for them.
+stability.csv (one row per instability analysis: its barriers and ends) and
+stability_path.csv (one row per point of each path): only when an experiment asks for them.
 """
 
 from __future__ import annotations
@@ -60,6 +62,23 @@ def collect_supermasks(p: Params) -> tuple[pd.DataFrame, pd.DataFrame]:
             learned[front + [c for c in learned.columns if c not in front]])
 
 
+STABILITY_KEYS = ["experiment", "dataset", "model", "seed", "round", "percent_remaining", "rewind_iteration"]
+STABILITY_METRICS = ["error_barrier", "loss_barrier", "test_error_a", "test_error_b", "highest_error",
+                     "highest_error_alpha", "iterations", "copy_iterations"]
+
+
+def collect_stability(p: Params) -> tuple[pd.DataFrame, pd.DataFrame]:
+    barriers, paths = [], []
+    for e, seed, r, k, d in plan.stability_dirs(p):
+        metrics = read_json(Path(d) / outputs.INSTABILITY, made_by="stability")
+        keys = {"experiment": e.name, "dataset": e.dataset, "model": e.model.name, "seed": seed, "round": r,
+                "percent_remaining": metrics["percent_remaining"], "rewind_iteration": k}
+        barriers.append({**keys, **{m: metrics[m] for m in STABILITY_METRICS}})
+        paths.append(read(Path(d) / outputs.INTERPOLATION, "stability", pd.read_csv).assign(**keys))
+    paths = pd.concat(paths, ignore_index=True)
+    return pd.DataFrame(barriers), paths[STABILITY_KEYS + [c for c in paths.columns if c not in STABILITY_KEYS]]
+
+
 def write_csv(frame: pd.DataFrame, path: Path) -> None:
     with atomic_path(path) as tmp:
         frame.to_csv(tmp, index=False, float_format="%.6g")
@@ -68,6 +87,9 @@ def write_csv(frame: pd.DataFrame, path: Path) -> None:
 def run(p: Params, out_dir: Path) -> pd.DataFrame:
     rounds, curves = collect(p)
     untrained, learned = collect_supermasks(p)
-    for name, table in zip(outputs.TABLES, (rounds, curves, untrained, learned), strict=True):
+    tables = [rounds, curves, untrained, learned]
+    if plan.tables(p) != outputs.TABLES:
+        tables += collect_stability(p)
+    for name, table in zip(plan.tables(p), tables, strict=True):
         write_csv(table, out_dir / name)
     return rounds

@@ -21,8 +21,9 @@ Each round k of an experiment's lineage (one per seed) is three stages:
 Round 0 trains theta_0 densely. Controls branch off each round: `reinit` (the mask with
 a fresh init) and `shuffle` (a random mask of the same per-layer sparsity). Supermasks
 (Zhou et al.): `untrained` evaluates masked untrained networks, `supermask` learns a
-mask over frozen weights. `data` and `init` come first; `aggregate`, `figures` and
-`report` end the pipeline.
+mask over frozen weights. `stability` (Frankle et al. 2020) trains two copies of a round
+from iteration k and evaluates the path between them. `data` and `init` come first;
+`aggregate`, `figures` and `report` end the pipeline.
 `dvc repro` and `snakemake --cores N` both run exactly these commands, reading params.yaml.
 """
 
@@ -117,7 +118,7 @@ def cmd_untrained(args) -> None:
 
     p, e = _experiment(args)
     if e.supermask.untrained is None:
-        raise _no_supermask(args, "untrained")
+        raise _not_set(args, "supermask.untrained")
     rows = supermask.run_untrained(e, p.runtime, p.data, Path(args.data), Path(args.theta0), Path(args.trained),
                                    Path(args.out), seed=args.seed)
     best = max(rows, key=lambda r: r["validation_accuracy"])
@@ -131,17 +132,30 @@ def cmd_supermask(args) -> None:
 
     p, e = _experiment(args)
     if e.supermask.learned is None:
-        raise _no_supermask(args, "learned")
+        raise _not_set(args, "supermask.learned")
     m = supermask.run(e, p.runtime, p.data, Path(args.data), Path(args.theta0), Path(args.out), seed=args.seed)
     print(f"supermask: {m['final_percent_expected']:.1f}% expected ones, test accuracy "
           f"{m['final_sampled_test_accuracy']:.4f} (sampled) / {m['final_expected_test_accuracy']:.4f} (expected)")
 
 
-def _no_supermask(args, key: str):
+def _not_set(args, key: str):
     from lth.params import ParamsError
 
-    return ParamsError(f"{args.params}: experiments.{args.experiment}.supermask.{key} is not set, "
+    return ParamsError(f"{args.params}: experiments.{args.experiment}.{key} is not set, "
                        "so there is nothing to do; set it (see params.schema.yaml)")
+
+
+def cmd_stability(args) -> None:
+    from lth import stability
+
+    p, e = _experiment(args)
+    if e.stability is None:
+        raise _not_set(args, "stability")
+    m = stability.run(e, p.runtime, p.data, Path(args.data), Path(args.ticket), Path(args.mask), Path(args.out),
+                      seed=args.seed, copy_seeds=tuple(args.copy_seeds), k=args.rewind_iteration,
+                      schedule_start=args.schedule_start, round_index=args.round)
+    print(f"stability: copies from iteration {m['rewind_iteration']}, test error {100 * m['test_error_a']:.2f}% "
+          f"and {100 * m['test_error_b']:.2f}%, error barrier {100 * m['error_barrier']:.2f} points -> {args.out}")
 
 
 def cmd_reinit(args) -> None:
@@ -282,6 +296,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="prepared tensors from `lth data`")
     p.add_argument("--theta0", required=True)
     p.add_argument("--out", required=True, help="directory for scores, curve and metrics")
+
+    p = add("stability", cmd_stability,
+            "instability analysis: two copies trained from iteration k of a round, the path between them")
+    p.add_argument("--experiment", required=True)
+    p.add_argument("--seed", type=int, required=True, help="seed of the trial's data order (to iteration k)")
+    p.add_argument("--copy-seeds", type=int, nargs=2, required=True, metavar=("A", "B"),
+                   help="seeds of the two copies' data orders and dropout")
+    p.add_argument("--rewind-iteration", type=int, required=True, help="k: the iteration at which the copies part")
+    p.add_argument("--schedule-start", type=int, default=0,
+                   help="the learning-rate schedule's step at the round's first iteration (as lth train's)")
+    p.add_argument("--round", type=int, default=0, help="the round: with the seeds, it seeds the augmentation")
+    p.add_argument("--data", required=True, help="prepared tensors from `lth data`")
+    p.add_argument("--ticket", required=True, help="the round's starting weights (theta_0 or its ticket)")
+    p.add_argument("--mask", required=True, help="mask of the round")
+    p.add_argument("--out", required=True, help="directory for the copies, the path and its barriers")
 
     p = add("reinit", cmd_reinit, "control: the ticket's mask with a fresh random initialization")
     p.add_argument("--experiment", required=True)

@@ -16,6 +16,10 @@ Percent-of-weights-remaining axes are logarithmic and decrease left to right.
   mask-1 action (random signs dashed) / mask-0 action, the other two parts as Frankle's.
 - zhou_untrained_<dataset>_<model>: supermasks: the untrained network's test accuracy
   under each criterion's one-shot mask, a panel per mask-1 action (init values, signed constant).
+- stability_path_<experiment>: Frankle et al. 2020 style: test error along the linear path
+  between the two copies, a panel per round, one line per iteration k at which they parted.
+- stability_barrier_<experiment>: the error barrier vs k, one line per round (percent
+  remaining), the paper's 2-point stability line dotted; beside it the copies' test error.
 """
 
 from __future__ import annotations
@@ -200,6 +204,71 @@ def zhou_untrained(untrained: pd.DataFrame, spec: plan.FigureSpec) -> plt.Figure
     return fig
 
 
+def round_label(r: int, percent: float) -> str:
+    return f"round {r}: {percent_label(percent)}%"
+
+
+def stability_path(paths: pd.DataFrame, spec: plan.FigureSpec) -> plt.Figure:
+    """Test error along the path, a panel per round, one line per k."""
+    data = paths[paths.experiment.isin(spec.members)].assign(
+        error=lambda d: 100 * d.test_error, k=lambda d: d.rewind_iteration.map("k = {}".format))
+    rounds = data.groupby("round")["percent_remaining"].first()
+    order = [f"k = {k}" for k in sorted(data.rewind_iteration.unique())]
+    fig, axes = plt.subplots(1, len(rounds), figsize=(4.8 * len(rounds), 4.2), squeeze=False, sharey=True)
+    for ax, (r, percent) in zip(axes[0], rounds.items(), strict=True):
+        sns.lineplot(data=data[data["round"] == r], x="alpha", y="error", hue="k", hue_order=order,
+                     palette=palette(len(order)), errorbar=MIN_MAX, ax=ax)
+        ax.set_title(round_label(r, percent))
+        ax.set_xlabel("Interpolation (0: copy A, 1: copy B)")
+        ax.set_ylabel("Test error (%)")
+        ax.grid(True, alpha=0.3)
+        ax.get_legend().remove()
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, [f"copies part at {label}" for label in labels], loc="lower center", ncol=len(labels),
+               frameon=False, fontsize="small")
+    n = data["seed"].nunique()
+    fig.suptitle(f"{spec.members[0]}: test error on the line between two copies trained from iteration k\n"
+                 f"(mean of {n} trial{'s' * (n > 1)}, min-max band)", fontsize="medium")
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    return fig
+
+
+def stability_barrier(barriers: pd.DataFrame, spec: plan.FigureSpec) -> plt.Figure:
+    """The error barrier, and the copies' test error, vs k: one line per round."""
+    data = barriers[barriers.experiment.isin(spec.members)].assign(
+        barrier=lambda d: 100 * d.error_barrier, error=lambda d: 50 * (d.test_error_a + d.test_error_b),
+        line=lambda d: [round_label(r, p) for r, p in zip(d["round"], d.percent_remaining, strict=True)])
+    order = list(dict.fromkeys(data.sort_values("round").line))
+    ks = sorted(data.rewind_iteration.unique())
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.4))
+    for ax, q, label in zip(axes, ["barrier", "error"], ["Error barrier (points)", "Test error of the copies (%)"],
+                            strict=True):
+        sns.lineplot(data=data, x="rewind_iteration", y=q, hue="line", hue_order=order, palette=palette(len(order)),
+                     errorbar=MIN_MAX, marker="o", markersize=4, ax=ax)
+        if ks[-1] > 0:  # k = 0 on the axis: linear up to the smallest positive k, logarithmic beyond
+            linear = min(k for k in ks if k > 0)
+            ax.set_xscale("symlog", linthresh=linear)
+            ax.set_xlim(-0.15 * linear, 1.3 * ks[-1])
+        ax.xaxis.set_major_locator(FixedLocator(ks))
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.set_xticklabels([str(k) for k in ks])
+        ax.set_xlabel("Iteration k at which the copies part")
+        ax.set_ylabel(label)
+        ax.grid(True, alpha=0.3)
+        ax.get_legend().remove()
+    axes[0].axhline(plan.STABLE_POINTS, color="grey", linestyle=":", linewidth=1)
+    axes[0].set_ylim(top=max(axes[0].get_ylim()[1], 1.15 * plan.STABLE_POINTS))
+    axes[0].annotate("stable below this (the paper)", (0.02, plan.STABLE_POINTS), xycoords=("axes fraction", "data"),
+                     textcoords="offset points", xytext=(0, -11), fontsize="small", color="grey")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 5), frameon=False, fontsize="small")
+    n = data["seed"].nunique()
+    fig.suptitle(f"{spec.members[0]}: instability vs the iteration the copies part at, dense and sparse\n"
+                 f"(mean of {n} trial{'s' * (n > 1)}, min-max band)", fontsize="medium")
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
+    return fig
+
+
 def save(fig: plt.Figure, out_dir: Path, name: str, params: FigureParams) -> list[Path]:
     written = []
     for fmt in params.formats:
@@ -227,12 +296,16 @@ def draw(spec: plan.FigureSpec, p: Params, tables: dict[str, pd.DataFrame]) -> p
         return zhou_comparison(rounds, spec)
     if spec.kind == "zhou_untrained":
         return zhou_untrained(tables["untrained"], spec)
+    if spec.kind == "stability_path":
+        return stability_path(tables["stability_path"], spec)
+    if spec.kind == "stability_barrier":
+        return stability_barrier(tables["stability"], spec)
     raise ValueError(f"unknown figure kind {spec.kind!r}")
 
 
 def run(p: Params, tables: Path, out_dir: Path) -> list[Path]:
     sns.set_theme(style="ticks", context="notebook")
-    frames = {Path(t).stem: read(tables / t, "aggregate", pd.read_csv) for t in plan.TABLES}
+    frames = {Path(t).stem: read(tables / t, "aggregate", pd.read_csv) for t in plan.tables(p)}
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for spec in plan.figure_specs(p):

@@ -19,8 +19,14 @@ CURVE = "curve.csv"
 METRICS = "metrics.json"
 SCORES = "scores.safetensors"
 UNTRAINED = "untrained.csv"
+# the stability stage's (names no other stage writes): the two copies, the path between them
+COPY_A, COPY_B = "copy_a.safetensors", "copy_b.safetensors"
+INTERPOLATION, INSTABILITY = "interpolation.csv", "instability.json"
 ROUNDS, CURVES, LEARNED = "rounds.csv", "curves.csv", "supermask.csv"
 TABLES = (ROUNDS, CURVES, UNTRAINED, LEARNED)  # aggregate's: UNTRAINED gathers every seed's
+# aggregate's too, only when an experiment asks for stability (plan.tables): barriers, paths
+STABILITY_BARRIERS, STABILITY_PATHS = "stability.csv", "stability_path.csv"
+STABILITY_TABLES = (STABILITY_BARRIERS, STABILITY_PATHS)
 REPORT = "report.md"
 # not an output: a training's resumable state, removed when the training is done
 CHECKPOINT = "checkpoint.safetensors"
@@ -29,6 +35,7 @@ CHECKPOINT = "checkpoint.safetensors"
 ROUND0 = "round00"
 REINIT, RANDOM = "reinit", "random"  # the controls' branches of a round
 SUPERMASK = "supermask"
+STABILITY = "stability"  # runs/<exp>/seed<s>/stability/round<rr>/k<k>/
 RAW, PREPARED = "data/raw", "data/prepared"
 RESULTS = "results"
 
@@ -44,7 +51,8 @@ OUTPUTS: dict[str, tuple[str, ...]] = {
     "shuffle": (f"{RANDOM}/{MASK}", f"{RANDOM}/{SPARSITY}"),
     "untrained": (UNTRAINED,),
     "supermask": (f"{SUPERMASK}/{SCORES}", f"{SUPERMASK}/{CURVE}", f"{SUPERMASK}/{METRICS}"),
-    "aggregate": tuple(f"{RESULTS}/{t}" for t in TABLES),
+    "stability": (COPY_A, COPY_B, INTERPOLATION, INSTABILITY),
+    "aggregate": tuple(f"{RESULTS}/{t}" for t in TABLES + STABILITY_TABLES),
     "figures": (f"{RESULTS}/figures/*",),  # one per figure and format (plan.figure_files)
     "report": (f"{RESULTS}/{REPORT}",),
 }

@@ -106,6 +106,13 @@ class SupermaskParams:
 
 
 @dataclass(frozen=True)
+class StabilityParams:
+    rounds: tuple[int, ...]
+    rewind_iterations: tuple[int, ...]
+    points: int
+
+
+@dataclass(frozen=True)
 class Experiment:
     name: str
     dataset: str
@@ -115,6 +122,7 @@ class Experiment:
     reset: ResetParams
     controls: tuple[str, ...] = ()
     supermask: SupermaskParams = SupermaskParams()
+    stability: StabilityParams | None = None
 
 
 @dataclass(frozen=True)
@@ -244,6 +252,8 @@ def validate(raw: dict[str, Any], source: str | Path = "params.yaml") -> None:
         check_recipe(where, e)
         if e["prune"]["scope"] == "layerwise":
             check_rounds(where, e)
+        if e.get("stability"):
+            check_stability(where, e)
         rewind = e["reset"]["rewind_iteration"]
         if rewind > e["train"]["iterations"]:
             raise ParamsError(f"{where}.reset.rewind_iteration = {rewind} is beyond "
@@ -379,6 +389,18 @@ def check_rounds(where: str, e: dict[str, Any]) -> None:
                 "or a smaller rate")
 
 
+def check_stability(where: str, e: dict[str, Any]) -> None:
+    """The rounds to branch off exist, and the copies have iterations left to train."""
+    stability, rounds, iterations = e["stability"], e["prune"]["rounds"], e["train"]["iterations"]
+    if max(stability["rounds"]) > rounds:
+        raise ParamsError(f"{where}.stability.rounds = {stability['rounds']} asks for round "
+                          f"{max(stability['rounds'])}, but prune.rounds = {rounds}; use rounds 0 to {rounds}")
+    if max(stability["rewind_iterations"]) >= iterations:
+        raise ParamsError(f"{where}.stability.rewind_iterations = {stability['rewind_iterations']} has "
+                          f"{max(stability['rewind_iterations'])}, not less than train.iterations = {iterations}; "
+                          "the copies train from k to the end of training, so each k must be less")
+
+
 def describe(error: Any) -> str:
     """One line for a jsonschema error: key, bad value, what is allowed."""
     key = ".".join(str(p) for p in error.absolute_path) or "(top level)"
@@ -421,6 +443,9 @@ def experiment(name: str, raw: dict[str, Any]) -> Experiment:
         train=train(raw["train"]), prune=PruneParams(**raw["prune"]),
         reset=ResetParams(**raw["reset"]), controls=tuple(raw.get("controls", [])),
         supermask=supermask(raw.get("supermask") or {}),
+        stability=None if not raw.get("stability") else StabilityParams(
+            rounds=tuple(raw["stability"]["rounds"]), rewind_iterations=tuple(raw["stability"]["rewind_iterations"]),
+            points=raw["stability"]["points"]),
     )
 
 

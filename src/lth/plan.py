@@ -27,6 +27,8 @@ from lth.params import Experiment, Params
 PARAMS_FILE = "params.yaml"
 CODE = "src/lth/"
 REINIT_SEED_OFFSET = 1_000_000_000  # reinit seeds never collide with trial seeds (< 1e6)
+# the stability copies' seeds: above every trial (< 1e6), round (< 1e9) and reinit (< 2e9) seed
+STABILITY_SEED_OFFSET = 2_000_000_000
 
 
 # ---- file layout -----------------------------------------------------------------
@@ -80,12 +82,42 @@ def supermask_dir(e: Experiment, seed: int) -> str:
     return f"{seed_dir(e.name, seed)}/{outputs.SUPERMASK}"
 
 
+def stability_dir(e: Experiment, seed: int, r: int, k: int) -> str:
+    """Under the experiment's own directory, also for round 0 (whose training may live under
+    its trunk): the analysis reads the experiment's `stability.points`."""
+    return f"{seed_dir(e.name, seed)}/{outputs.STABILITY}/round{r:02d}/k{k}"
+
+
+def copy_seeds(seed: int, r: int) -> tuple[int, int]:
+    """The data orders (and dropout draws) of round r's two stability copies in trial `seed`;
+    the same for every k, so that the copies branching at different k see the same noise."""
+    base = STABILITY_SEED_OFFSET + 2 * (1000 * seed + r)
+    return base, base + 1
+
+
+def stability_dirs(p: Params) -> list[tuple[Experiment, int, int, int, str]]:
+    """(experiment, seed, round, k, directory) of every stability analysis."""
+    return [(e, seed, r, k, stability_dir(e, seed, r, k)) for e in p.experiments.values() if e.stability
+            for seed in p.seeds for r in e.stability.rounds for k in e.stability.rewind_iterations]
+
+
+def tables(p: Params) -> tuple[str, ...]:
+    """The aggregate stage's tables: the stability ones only when an experiment asks for them,
+    so that a pipeline without stability keeps its stages as they were."""
+    return TABLES + (outputs.STABILITY_TABLES if any(e.stability for e in p.experiments.values()) else ())
+
+
 # Zhou et al. vary one part of Frankle & Carbin's algorithm at a time; each comparison holds
 # the other two parts at Frankle & Carbin's choice.
 ZHOU_BASE = {"criterion": "large_final", "kept": "original", "pruned": "zero"}
 # The parts in words, for the figures' titles and the report's headings (both read the plan).
 ZHOU_TITLES = {"criterion": "mask criteria", "kept": "mask-1 actions (what kept weights start from)",
                "pruned": "mask-0 actions (what pruned weights do)"}
+
+
+# Frankle et al. 2020 call a network stable when its error barrier is within about this many
+# percentage points (the figures draw the line, the report marks each analysis)
+STABLE_POINTS = 2.0
 
 
 def zhou_attributes(e: Experiment) -> dict[str, str]:
@@ -98,7 +130,8 @@ class FigureSpec:
     it shows. Titles are the figures stage's; the file name follows from the spec.
 
     kinds: fig1, fig3 (one experiment's curves), fig4, fig5 (Frankle & Carbin's figures),
-    zhou_comparison (`varied`: the part of Zhou's decomposition it varies), zhou_untrained.
+    zhou_comparison (`varied`: the part of Zhou's decomposition it varies), zhou_untrained,
+    stability_path and stability_barrier (one experiment's instability analysis).
     """
 
     kind: str
@@ -109,15 +142,18 @@ class FigureSpec:
 
     @property
     def name(self) -> str:
-        if self.kind == "fig3":
-            return f"fig3_{self.members[0]}"
+        if self.kind in PER_EXPERIMENT:
+            return f"{self.kind}_{self.members[0]}"
         kind = f"zhou_{self.varied}" if self.kind == "zhou_comparison" else self.kind
         return "_".join(x for x in (kind, self.dataset, self.model) if x is not None)
 
 
+PER_EXPERIMENT = ("fig3", "stability_path", "stability_barrier")  # figures named after their one experiment
+
+
 def figure_specs(p: Params) -> list[FigureSpec]:
     """Frankle & Carbin's figures of their algorithm's lineages, then Zhou's comparisons of
-    the variations, then the untrained supermasks."""
+    the variations, then the untrained supermasks, then the instability analyses."""
     exps = p.experiments.values()
     frankle = [e for e in exps if zhou_attributes(e) == ZHOU_BASE]
     iterative = [e for e in frankle if e.prune.schedule == "iterative"]
@@ -126,7 +162,9 @@ def figure_specs(p: Params) -> list[FigureSpec]:
     return (by_dataset("fig1", iterative)
             + [FigureSpec("fig3", e.dataset, e.model.name, (e.name,)) for e in iterative]
             + by_dataset("fig4", frankle, per_model=True) + by_dataset("fig5", convs)
-            + zhou_comparisons(p) + by_dataset("zhou_untrained", untrained, per_model=True))
+            + zhou_comparisons(p) + by_dataset("zhou_untrained", untrained, per_model=True)
+            + [FigureSpec(kind, e.dataset, e.model.name, (e.name,)) for e in exps if e.stability
+               for kind in ("stability_path", "stability_barrier")])
 
 
 def by_dataset(kind: str, exps: list[Experiment], per_model: bool = False) -> list[FigureSpec]:
@@ -238,18 +276,26 @@ TEMPLATES = {
                        "masks.py", "provenance.py", "artifacts.py"),
                  params=(*COMPUTE, f"{EXP}.model", f"{EXP}.supermask.learned"),
                  deps=("{prepared}", "{theta0}"), **written("supermask", "{dir}")),
+        Template("stability", "lth stability --params {params_file} --experiment {experiment} --seed {seed} "
+                              "--copy-seeds {copy_a} {copy_b} --rewind-iteration {k} --schedule-start {schedule_start} "
+                              "--round {round} --data {prepared} "
+                              "--ticket {ticket} --mask {mask} --out {dir}",
+                 code=("stability.py", "train.py", "loop.py", "checkpoint.py", "mlp_step.py", "optim.py", "augment.py",
+                       "models.py", "architectures.py", "masks.py", "provenance.py", "artifacts.py"),
+                 # not stability.rounds or rewind_iterations: they say which of these stages exist
+                 params=(*COMPUTE, f"{EXP}.model", f"{EXP}.train", f"{EXP}.stability.points"),
+                 deps=("{prepared}", "{ticket}", "{mask}"), **written("stability", "{dir}")),
         Template("aggregate", "lth aggregate --params {params_file} --out {results}",
                  code=("aggregate.py", "plan.py", "artifacts.py"), params=("seeds", "experiments"),
-                 deps=("{runs}",), **written("aggregate", "{results}")),
+                 deps=("{runs}",), outs=("{tables}",)),
         Template("figures", "lth figures --params {params_file} --tables {results} --out {results}/figures",
                  code=("figures.py", "plan.py", "artifacts.py"), params=("figures", "experiments"),
-                 deps=tuple(f"{{results}}/{t}" for t in TABLES), outs=("{figures}",)),
+                 deps=("{tables}",), outs=("{figures}",)),
         Template("report", "lth report --params {params_file} --results {results} --out {results}/"
                            + outputs.REPORT,
                  code=("report.py", "architectures.py", "plan.py", "artifacts.py"),
                  params=("seeds", *COMPUTE, "figures.formats", "experiments"),
-                 deps=tuple(f"{{results}}/{t}" for t in (outputs.ROUNDS, outputs.UNTRAINED, outputs.LEARNED)),
-                 **written("report", "{results}")),
+                 deps=("{report_tables}",), **written("report", "{results}")),
     )
 }
 
@@ -342,6 +388,15 @@ def lineage(p: Params, e: Experiment, seed: int, params_file: str) -> list[Stage
                 "mask": f"{random}/{outputs.MASK}", "ticket": f"{random}/{outputs.TICKET}"}))
             out.append(make_stage("train", f"{key}-random", {
                 **rewound, "dir": random, "ticket": f"{random}/{outputs.TICKET}", "mask": f"{random}/{outputs.MASK}"}))
+    for r in e.stability.rounds if e.stability else ():
+        # from what round r's training starts: theta_0 densely, or the round's ticket
+        start = theta0(p, e, seed) if r == 0 else f"{round_dir(p, e, seed, r)}/{outputs.TICKET}"
+        copy_a, copy_b = copy_seeds(seed, r)
+        for k in e.stability.rewind_iterations:
+            out.append(make_stage("stability", f"{e.name}-s{seed}-r{r:02d}-k{k}", {
+                **base, "copy_a": copy_a, "copy_b": copy_b, "k": k, "ticket": start, "round": r,
+                "schedule_start": 0 if r == 0 else e.reset.rewind_iteration,
+                "mask": f"{round_dir(p, e, seed, r)}/{outputs.MASK}", "dir": stability_dir(e, seed, r, k)}))
     return out
 
 
@@ -380,9 +435,14 @@ def stages(p: Params, params_file: str = PARAMS_FILE) -> list[Stage]:
     for e in p.experiments.values():
         for seed in p.seeds:
             out += lineage(p, e, seed, params_file)
+    stability = [f"{d}/{f}" for *_, d in stability_dirs(p) for f in (outputs.INTERPOLATION, outputs.INSTABILITY)]
+    read_by_report = (outputs.ROUNDS, outputs.UNTRAINED, outputs.LEARNED) + ((outputs.STABILITY_BARRIERS,) if stability
+                                                                            else ())
     results = {"params_file": params_file, "results": RESULTS, "figures": figure_files(p),
                "runs": list(dict.fromkeys(f"{d}/{f}" for *_, d in trained_dirs(p)
-                                          for f in (outputs.METRICS, outputs.CURVE))) + supermask_files(p)}
+                                          for f in (outputs.METRICS, outputs.CURVE))) + supermask_files(p) + stability,
+               "tables": [f"{RESULTS}/{t}" for t in tables(p)],
+               "report_tables": [f"{RESULTS}/{t}" for t in read_by_report]}
     out += [make_stage(name, None, results) for name in ("aggregate", "figures", "report")]
     return out
 

@@ -37,7 +37,10 @@ def params(experiment: Experiment, runtime: RuntimeParams, data: DataParams, see
     """The resolved params a result was made with: its experiment's whole section (defaults
     filled in), and what it used of runtime, data (the split that made its input, and the
     scaling) and seeds."""
-    return {"experiment": asdict(experiment),
+    # an optional section the experiment leaves out (None) is not recorded: adding one to the
+    # params changes no existing result's metrics
+    section = {k: v for k, v in asdict(experiment).items() if v is not None}
+    return {"experiment": section,
             "runtime": {"device": runtime.device, "threads": runtime.threads},
             # not local_dirs: verified files are the same wherever they came from
             "data": {k: v for k, v in asdict(data).items() if k != "local_dirs"},

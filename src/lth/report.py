@@ -77,6 +77,10 @@ ZHOU_PAPER = {
 ZHOU_UNTRAINED = "86% test accuracy on MNIST (FC) with large_final_same_sign masks and signed-constant weights; " \
                  "more than 80% with the initial values"
 ZHOU_LEARNED = "95.3% test accuracy on MNIST (FC)"
+# Frankle, Dziugaite, Roy & Carbin (ICML 2020, arXiv 1912.05671)
+STABILITY_PAPER = ("LeNet on MNIST is stable from initialization (error barrier about 0 at k = 0), dense and sparse; "
+                   "ResNet-20 and VGG-16 on CIFAR-10 are not, and become stable after a few hundred to a few thousand "
+                   "iterations. Stable: a barrier within about 2 points")
 NORMALIZATION_TEXT = {
     "l2_per_example": "each image divided by its L2 norm, as Frankle & Carbin's released code does",
     "standardize": "per-channel mean and std of the training split",
@@ -267,17 +271,40 @@ def zhou_section(p: Params, rounds: pd.DataFrame, untrained: pd.DataFrame, learn
     return lines
 
 
+def stability_section(p: Params, barriers: pd.DataFrame) -> list[str]:
+    """Each analysis's error barrier: mean and min-max over trials, beside the paper's finding."""
+    lines = ["## Instability analysis (Frankle et al. 2020)", "", f"Paper: {STABILITY_PAPER}.", ""]
+    barriers = barriers.assign(barrier=100 * barriers.error_barrier,
+                               ends=50 * (barriers.test_error_a + barriers.test_error_b))
+    for name, mine in barriers.groupby("experiment", sort=False):
+        per = mine.groupby(["round", "rewind_iteration"]).agg(
+            percent=("percent_remaining", "mean"), barrier=("barrier", "mean"), low=("barrier", "min"),
+            high=("barrier", "max"), ends=("ends", "mean"), copy_iterations=("copy_iterations", "first")).reset_index()
+        table = pd.DataFrame({
+            "round": per["round"], "% remaining": per.percent.map(lambda v: f"{v:.1f}"), "k": per.rewind_iteration,
+            "copies train": per.copy_iterations, "error barrier (points)": per.barrier.map(lambda v: f"{v:.2f}"),
+            "min-max over trials": [f"{a:.2f}-{b:.2f}" for a, b in zip(per.low, per.high, strict=True)],
+            "copies' test error (%)": per.ends.map(lambda v: f"{v:.2f}"),
+            "stable": per.barrier.map(lambda v: "yes" if v <= plan.STABLE_POINTS else "no")})
+        e = p.experiments[name]
+        lines += [f"Ours, {name} ({e.model.name} on {e.dataset}, {e.train.iterations} iterations per round; "
+                  f"{mine.seed.nunique()} trial(s); each copy trains from k to the end, {e.stability.points} points "
+                  "on the path):", "", markdown_table(table), ""]
+    return lines
+
+
 def run(p: Params, results: Path, out: Path) -> None:
     rounds = read(results / outputs.ROUNDS, "aggregate", pd.read_csv)
     untrained = read(results / outputs.UNTRAINED, "aggregate", pd.read_csv)
     learned = read(results / outputs.LEARNED, "aggregate", pd.read_csv)
     lines = ["# Lottery ticket report", "",
              "Produced by the pipeline's `report` stage from `results/rounds.csv`. Tables: "
-             "[rounds.csv](rounds.csv), [curves.csv](curves.csv), [untrained.csv](untrained.csv), "
-             "[supermask.csv](supermask.csv).", ""]
+             + ", ".join(f"[{t}]({t})" for t in plan.tables(p)) + ".", ""]
     for e in p.experiments.values():
         lines += experiment_section(e, rounds)
     lines += zhou_section(p, rounds, untrained, learned)
+    if outputs.STABILITY_BARRIERS in plan.tables(p):
+        lines += stability_section(p, read(results / outputs.STABILITY_BARRIERS, "aggregate", pd.read_csv))
     lines += ["## Figures", ""]
     for name in (f.name for f in plan.figure_specs(p)):
         lines += [f"### {name}", "", f"![{name}](figures/{name}.png)" if "png" in p.figures.formats

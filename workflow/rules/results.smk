@@ -7,7 +7,7 @@ rule aggregate:
     input:
         AGGREGATE.deps,
     output:
-        list(lth_outputs.OUTPUTS["aggregate"]),
+        AGGREGATE.outs,  # the stability tables only when an experiment asks for them
     params:
         read=read_params(AGGREGATE),
         cmd=AGGREGATE.cmd,
