@@ -10,7 +10,10 @@ Percent-of-weights-remaining axes are logarithmic and decrease left to right.
 - fig4_<dataset>_<model>: Fig. 4 style: early-stop iteration, accuracy at early stop, and
   test and train accuracy at the end of training; iterative, one-shot and controls.
 - fig5_<dataset>: Fig. 5 style: Fig. 4's quantities for Conv-2/4/6, reinit dashed.
-  (Figures 1, 3, 4 and 5 show Frankle & Carbin's algorithm: large_final, original, zero.)
+- fig7_<dataset>_<model>: Figs. 7 and 8 style (VGG-19, Resnet-18): test accuracy after each
+  training length in figures.iterations vs percent remaining, one panel per experiment
+  (their learning-rate settings), one colour per length, random reinit dashed.
+  (Figures 1, 3, 4, 5 and 7 show Frankle & Carbin's algorithm: large_final, original, zero.)
 - zhou_{criterion,kept,pruned}_<dataset>_<model>: Zhou et al. style: test accuracy at
   early stop and early-stop iteration vs percent remaining, one line per mask criterion /
   mask-1 action (random signs dashed) / mask-0 action, the other two parts as Frankle's.
@@ -110,6 +113,44 @@ def fig4(rounds: pd.DataFrame, spec: plan.FigureSpec) -> plt.Figure:
 def fig5(rounds: pd.DataFrame, spec: plan.FigureSpec) -> plt.Figure:
     return panels(tickets_and_reinit(rounds, spec), list(QUANTITIES), "model",
                   f"Conv-2/4/6 on {spec.dataset}, tickets vs reinit")
+
+
+def at_lengths(curves: pd.DataFrame, lengths: list[int]) -> pd.DataFrame:
+    """Each training's last evaluation at or before each length, labelled by the length
+    (trainings shorter than a length are left out of its line)."""
+    keys = ["experiment", "branch", "seed", "round"]
+    rows = []
+    for length in lengths:
+        reached = curves.groupby(keys)["iteration"].transform("max") >= length
+        upto = curves[reached & (curves.iteration <= length)]
+        last = upto.loc[upto.groupby(keys)["iteration"].idxmax()]
+        rows.append(last.assign(length=f"{length / 1000:g}K" if length >= 1000 else str(length)))
+    return pd.concat(rows, ignore_index=True)
+
+
+def fig7(curves: pd.DataFrame, spec: plan.FigureSpec, lengths: list[int]) -> plt.Figure:
+    data = at_lengths(curves[curves.experiment.isin(spec.members) & curves.branch.isin(["ticket", "reinit"])],
+                      sorted(lengths))
+    order = list(dict.fromkeys(data.sort_values("iteration")["length"]))
+    fig, axes = plt.subplots(1, len(spec.members), figsize=(5.2 * len(spec.members), 4.3), squeeze=False,
+                             sharey=True)
+    for ax, experiment in zip(axes[0], spec.members, strict=True):
+        mine = data[data.experiment == experiment]
+        sns.lineplot(data=mine, x="percent_remaining", y="test_accuracy", hue="length", hue_order=order,
+                     style="branch", dashes=DASHES, errorbar=MIN_MAX, marker="o", markersize=4, ax=ax)
+        percent_axis(ax, mine["percent_remaining"].to_numpy())
+        ax.set_ylabel("Test accuracy")
+        ax.set_title(experiment)
+        ax.grid(True, alpha=0.3)
+        ax.get_legend().remove()
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    labels = [LABELS.get(label, label) for label in labels]
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 6), frameon=False, fontsize="small")
+    n = data["seed"].nunique()
+    fig.suptitle(f"{spec.model} on {spec.dataset}: test accuracy after training for each length"
+                 + (f"\n(mean of {n} trials, min-max band)" if n > 1 else ""), fontsize="medium")
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
+    return fig
 
 
 def nearest_rounds(percent_by_round: pd.Series, wanted: list[float]) -> list[int]:
@@ -292,6 +333,8 @@ def draw(spec: plan.FigureSpec, p: Params, tables: dict[str, pd.DataFrame]) -> p
         return fig4(rounds, spec)
     if spec.kind == "fig5":
         return fig5(rounds, spec)
+    if spec.kind == "fig7":
+        return fig7(tables["curves"], spec, p.figures.iterations)
     if spec.kind == "zhou_comparison":
         return zhou_comparison(rounds, spec)
     if spec.kind == "zhou_untrained":

@@ -130,6 +130,7 @@ class FigureParams:
     formats: list[str]
     dpi: int
     curve_percents: list[float]
+    iterations: list[int] | None = None  # training lengths of the Figs. 7/8 style figure; None: not drawn
 
 
 @dataclass(frozen=True)
@@ -263,6 +264,11 @@ def validate(raw: dict[str, Any], source: str | Path = "params.yaml") -> None:
                               f"{e['model']['name']} (layer kinds: {', '.join(sorted(kinds))}); give at least one "
                               "of its kinds a rate above 0 (paper: fc 0.2, output 0.1; deep nets: conv 0.2)")
         check_split_sizes(where, e, raw["data"], source)
+    longest = max(e["train"]["iterations"] for e in raw["experiments"].values())
+    for length in raw["figures"].get("iterations") or []:
+        if length > longest:
+            raise ParamsError(f"{source}: figures.iterations lists {length}, beyond every experiment's "
+                              f"train.iterations (the longest is {longest}); list lengths at most {longest}")
 
 
 def check_recipe(where: str, e: dict[str, Any]) -> None:

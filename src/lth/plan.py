@@ -129,7 +129,8 @@ class FigureSpec:
     """A figure to draw: its kind, the dataset (and model) it is about, and the experiments
     it shows. Titles are the figures stage's; the file name follows from the spec.
 
-    kinds: fig1, fig3 (one experiment's curves), fig4, fig5 (Frankle & Carbin's figures),
+    kinds: fig1, fig3 (one experiment's curves), fig4, fig5, fig7 (Frankle & Carbin's figures;
+    fig7 is their Figs. 7 and 8, drawn where figures.iterations asks for it),
     zhou_comparison (`varied`: the part of Zhou's decomposition it varies), zhou_untrained,
     stability_path and stability_barrier (one experiment's instability analysis).
     """
@@ -162,6 +163,7 @@ def figure_specs(p: Params) -> list[FigureSpec]:
     return (by_dataset("fig1", iterative)
             + [FigureSpec("fig3", e.dataset, e.model.name, (e.name,)) for e in iterative]
             + by_dataset("fig4", frankle, per_model=True) + by_dataset("fig5", convs)
+            + (by_dataset("fig7", iterative, per_model=True) if p.figures.iterations else [])
             + zhou_comparisons(p) + by_dataset("zhou_untrained", untrained, per_model=True)
             + [FigureSpec(kind, e.dataset, e.model.name, (e.name,)) for e in exps if e.stability
                for kind in ("stability_path", "stability_barrier")])
