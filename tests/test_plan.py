@@ -21,7 +21,12 @@ def test_check_fails_loudly_when_params_and_dvc_yaml_disagree(tmp_path, tiny_par
     dvc_yaml = tmp_path / "dvc.yaml"
     dvc_yaml.write_text(plan.dvc_yaml(from_dict(tiny_params)))
     tiny_params["experiments"]["tiny"]["prune"]["rounds"] = 3
-    with pytest.raises(LthError, match="out of date with params.yaml.*lth dvc-yaml"):
+    with pytest.raises(LthError, match=r"dvc.yaml does not match params.yaml \(it lacks prune@tiny-s0-r03, "
+                                       r".*nothing has run. Run `lth dvc-yaml`, then run again"):
+        plan.check_dvc_yaml(from_dict(tiny_params), dvc_yaml)
+    tiny_params["experiments"]["tiny"]["prune"]["rounds"] = 2
+    tiny_params["figures"]["formats"] = ["png", "pdf"]
+    with pytest.raises(LthError, match=r"\(the commands, files or params of figures differ\)"):
         plan.check_dvc_yaml(from_dict(tiny_params), dvc_yaml)
 
 
@@ -31,7 +36,10 @@ def test_lth_check_command_exits_nonzero_when_out_of_sync(tmp_path, tiny_params)
     result = subprocess.run([sys.executable, "-m", "lth.cli", "check"], cwd=tmp_path,
                             capture_output=True, text=True)
     assert result.returncode == 1
-    assert "dvc.yaml is out of date" in result.stderr
+    assert "dvc.yaml does not match params.yaml (it lacks aggregate, check, data@mnist" in result.stderr
+    (tmp_path / "dvc.yaml").unlink()
+    result = subprocess.run([sys.executable, "-m", "lth.cli", "check"], cwd=tmp_path, capture_output=True, text=True)
+    assert "dvc.yaml does not match params.yaml (there is none); nothing has run. Run `lth dvc-yaml`" in result.stderr
 
 
 def stages_of(params):
@@ -42,7 +50,7 @@ def test_plan_chains_rounds_through_prune_reset_train(tiny_params):
     stages = stages_of(tiny_params)
     r1 = "runs/tiny/seed0/round01"
     assert "runs/tiny/seed0/round00/trained.safetensors" in stages["prune@tiny-s0-r01"].deps
-    assert stages["prune@tiny-s0-r01"].outs == (f"{r1}/mask.safetensors",)
+    assert stages["prune@tiny-s0-r01"].outs == (f"{r1}/mask.safetensors", f"{r1}/sparsity.json")
     assert set(stages["reset@tiny-s0-r01"].deps) >= {f"{r1}/mask.safetensors", "runs/tiny/seed0/theta0.safetensors"}
     assert set(stages["train@tiny-s0-r01"].deps) >= {f"{r1}/ticket.safetensors", f"{r1}/mask.safetensors"}
     assert "experiments.tiny.train" in stages["train@tiny-s0-r00"].params
@@ -87,6 +95,10 @@ def test_rewinding_resets_to_round_0s_weights_at_iteration_k(tiny_params):
 def test_generated_dvc_yaml_expands_to_the_plans_commands(tiny_params):
     p = from_dict(tiny_params)
     doc = yaml.safe_load(plan.dvc_yaml(p))["stages"]
+    # dvc's own first stage: it always runs, and the stages that depend on no other wait for it
+    check = doc.pop("check")
+    assert check["always_changed"] and check["outs"] == [plan.CHECKED] and check["cmd"].startswith("lth check")
+    assert [name for name, block in doc.items() if plan.CHECKED in block.get("do", block)["deps"]] == ["data", "init"]
     expanded = {}
     for name, block in doc.items():
         if "foreach" not in block:
@@ -99,6 +111,7 @@ def test_generated_dvc_yaml_expands_to_the_plans_commands(tiny_params):
             expanded[f"{name}@{key}"] = yaml.safe_load(text)
     for s in plan.stages(p):
         block = expanded.pop(s.id)
+        block["deps"] = [d for d in block["deps"] if d != plan.CHECKED]
         assert block["cmd"] == s.cmd
         assert tuple(block["deps"]) == s.deps and tuple(block["outs"]) == s.outs
         assert tuple(block.get("params", ())) == s.params and tuple(block.get("metrics", ())) == s.metrics
@@ -154,7 +167,7 @@ def test_every_planned_output_is_in_the_output_table_under_its_stage(tiny_params
                       "learned": {"iterations": 20, "batch_size": 50, "lr": 100, "momentum": 0.9,
                                   "weights": "signed_constant", "eval_every": 10, "samples": 2}}
     planned = {}
-    for s in plan.stages(from_dict(tiny_params)):
+    for s in [plan.check_stage(), *plan.stages(from_dict(tiny_params))]:
         for path in (*s.outs, *s.metrics):
             assert outputs.made_by(path) == s.name, path
             planned.setdefault(s.name, set()).add(path)
