@@ -95,9 +95,14 @@ def test_rewinding_resets_to_round_0s_weights_at_iteration_k(tiny_params):
 def test_generated_dvc_yaml_expands_to_the_plans_commands(tiny_params):
     p = from_dict(tiny_params)
     doc = yaml.safe_load(plan.dvc_yaml(p))["stages"]
-    # dvc's own first stage: it always runs, and the stages that depend on no other wait for it
+    # dvc's own first stage: it runs when params.yaml or dvc.yaml changed, and the stages that
+    # depend on no other wait for it
     check = doc.pop("check")
-    assert check["always_changed"] and check["outs"] == [plan.CHECKED] and check["cmd"].startswith("lth check")
+    assert check["deps"][0] == "params.yaml" and check["outs"] == [plan.CHECKED]
+    assert check["cmd"].startswith("lth check --params params.yaml --out results/checked.txt --plan ")
+    # dvc.yaml cannot be a dependency: the digest of its stages in the command reruns the check
+    tiny_params["experiments"]["tiny"]["prune"]["rounds"] = 3
+    assert yaml.safe_load(plan.dvc_yaml(from_dict(tiny_params)))["stages"]["check"]["cmd"] != check["cmd"]
     assert [name for name, block in doc.items() if plan.CHECKED in block.get("do", block)["deps"]] == ["data", "init"]
     expanded = {}
     for name, block in doc.items():

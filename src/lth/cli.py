@@ -319,6 +319,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("check", cmd_check, "validate params.yaml and check that dvc.yaml matches it (dvc's first stage)")
     p.add_argument("--dvc-yaml", default="dvc.yaml")
     p.add_argument("--out", help="a file to write when the check passes (for dvc's `check` stage)")
+    p.add_argument("--plan", help="the digest of the stages dvc.yaml was generated with: it is in the `check` "
+                                  "stage's command so that dvc reruns the check when dvc.yaml changes")
     return parser
 
 

@@ -14,6 +14,7 @@ and reuse that round's mask. Trials (seeds) share nothing but the data.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -424,15 +425,19 @@ def stages(p: Params, params_file: str = PARAMS_FILE) -> list[Stage]:
 # ---- dvc.yaml --------------------------------------------------------------------
 # dvc.yaml lists one stage per round, so it is generated from params.yaml, and DVC cannot
 # expand it from params itself (its templating has no arithmetic and `prune.rounds` is not a
-# list). Instead its first stage, `check`, always runs and refuses a dvc.yaml that no longer
-# matches params.yaml before any other stage starts. Its output never changes, so it reruns
-# nothing downstream; the stages that depend on no other (data, init) depend on it, and so
-# everything runs after it.
+# list). Instead its first stage, `check`, refuses a dvc.yaml that no longer matches
+# params.yaml before any other stage starts. It runs whenever params.yaml, the code that plans
+# or dvc.yaml changed (DVC takes no dvc.yaml as a dependency: its command carries the digest of
+# the other stages), which is whenever they can disagree, so `dvc status` stays quiet otherwise.
+# Its output never changes, so it reruns nothing downstream; the stages that depend on no
+# other (data, init) depend on it, and so everything runs after it.
 CHECKED = f"{RESULTS}/{outputs.CHECKED}"
+CHECK_CODE = ("plan.py", "outputs.py", "params.py", "params.schema.yaml")
 
 
-def check_stage(params_file: str = PARAMS_FILE) -> Stage:
-    return Stage(name="check", key=None, item={}, cmd=f"lth check --params {params_file} --out {CHECKED}",
+def check_stage(params_file: str = PARAMS_FILE, plan_digest: str = "") -> Stage:
+    cmd = f"lth check --params {params_file} --out {CHECKED}" + (f" --plan {plan_digest}" if plan_digest else "")
+    return Stage(name="check", key=None, item={}, cmd=cmd, deps=(params_file, *(CODE + c for c in CHECK_CODE)),
                  outs=(CHECKED,))
 
 
@@ -457,9 +462,8 @@ def _dvc_block(t: Template, placeholders: dict[str, str], params_file: str) -> d
 
 
 def dvc_doc(p: Params, params_file: str = PARAMS_FILE) -> dict:
-    """dvc.yaml as a mapping: the check, then a `foreach` stage per template."""
-    check = check_stage(params_file)
-    doc = {"check": {"cmd": check.cmd, "always_changed": True, "outs": list(check.outs)}}
+    """dvc.yaml as a mapping: the check, then a `foreach` stage per template, then the plots."""
+    doc = {}
     groups: dict[str, list[Stage]] = {}
     for s in stages(p, params_file):
         groups.setdefault(s.name, []).append(s)
@@ -475,7 +479,11 @@ def dvc_doc(p: Params, params_file: str = PARAMS_FILE) -> dict:
         items = {s.key: {k: v for k, v in s.item.items() if k in used} for s in group}
         placeholders = {k: "${item." + k + "}" for k in used} | {"params_file": params_file}
         doc[name] = {"foreach": items, "do": _dvc_block(t, placeholders, params_file)}
-    return {"stages": doc, "plots": dvc_plots(p)}
+    plots = dvc_plots(p)
+    digest = hashlib.sha256(yaml.safe_dump([doc, plots]).encode()).hexdigest()[:16]
+    check = check_stage(params_file, digest)
+    check_block = {"cmd": check.cmd, "deps": list(check.deps), "outs": list(check.outs)}
+    return {"stages": {"check": check_block, **doc}, "plots": plots}
 
 
 # dvc's plots: the templates (vega-lite, in .dvc/plots/) draw one line per `line` column value,
@@ -533,7 +541,8 @@ def difference(expected: dict, actual: dict) -> str:
     if have - want:
         parts.append(f"it still has {_listed(have - want)}, which the params no longer plan")
     wanted, had = expected.get("stages", {}), actual.get("stages") or {}
-    changed = {name for name in wanted.keys() & had.keys() if wanted[name] != had[name]}
+    # the check's command carries a digest of the rest: it differs whenever anything does
+    changed = {name for name in wanted.keys() & had.keys() if wanted[name] != had[name]} - {"check"}
     if changed and not parts:  # stages added or removed change the results' deps too: not news
         parts.append(f"the commands, files or params of {_listed(changed)} differ")
     rest = {k for k in expected.keys() | actual.keys() if k != "stages" and expected.get(k) != actual.get(k)}
