@@ -122,6 +122,13 @@ def init_dvc(path: Path, env: dict, git: bool = False) -> None:
         run(["git", "commit", "-q", "-m", "workspace"], path, env)
 
 
+def columns(d: dict) -> list[str]:
+    """The columns `dvc exp show` makes of a params or metrics mapping: dicts flattened (an empty
+    one gives none), lists kept whole."""
+    return [f"{k}.{leaf}" if isinstance(v, dict) else k
+            for k, v in d.items() for leaf in (columns(v) if isinstance(v, dict) else [None])]
+
+
 def write_params(workspace: Path, params: dict) -> None:
     (workspace / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
