@@ -56,8 +56,8 @@ def test_bad_params_fail_with_a_clear_message_and_lose_nothing(pipe):
     assert "params.yaml: unknown key 'lrr' in experiments.tiny.train" in result.stdout + result.stderr
     pipe.params = good
     write_params(pipe.path, pipe.params)
-    # Snakemake refused before starting; DVC had started the trainings, and restores their
-    # outputs from its cache: nothing is recomputed and every artifact is as it was
+    # both refused before any stage ran (DVC in its `check` stage): nothing is recomputed
+    # and every artifact is as it was
     assert pipe.repro() == set()
     assert digests(pipe.path) == before
 

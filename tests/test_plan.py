@@ -21,7 +21,12 @@ def test_check_fails_loudly_when_params_and_dvc_yaml_disagree(tmp_path, tiny_par
     dvc_yaml = tmp_path / "dvc.yaml"
     dvc_yaml.write_text(plan.dvc_yaml(from_dict(tiny_params)))
     tiny_params["experiments"]["tiny"]["prune"]["rounds"] = 3
-    with pytest.raises(LthError, match="out of date with params.yaml.*lth dvc-yaml"):
+    with pytest.raises(LthError, match=r"dvc.yaml does not match params.yaml \(it lacks prune@tiny-s0-r03, "
+                                       r".*nothing has run. Run `lth dvc-yaml`, then run again"):
+        plan.check_dvc_yaml(from_dict(tiny_params), dvc_yaml)
+    tiny_params["experiments"]["tiny"]["prune"]["rounds"] = 2
+    tiny_params["figures"]["formats"] = ["png", "pdf"]
+    with pytest.raises(LthError, match=r"\(the commands, files or params of figures differ\)"):
         plan.check_dvc_yaml(from_dict(tiny_params), dvc_yaml)
 
 
@@ -31,7 +36,10 @@ def test_lth_check_command_exits_nonzero_when_out_of_sync(tmp_path, tiny_params)
     result = subprocess.run([sys.executable, "-m", "lth.cli", "check"], cwd=tmp_path,
                             capture_output=True, text=True)
     assert result.returncode == 1
-    assert "dvc.yaml is out of date" in result.stderr
+    assert "dvc.yaml does not match params.yaml (it lacks aggregate, check, data@mnist" in result.stderr
+    (tmp_path / "dvc.yaml").unlink()
+    result = subprocess.run([sys.executable, "-m", "lth.cli", "check"], cwd=tmp_path, capture_output=True, text=True)
+    assert "dvc.yaml does not match params.yaml (there is none); nothing has run. Run `lth dvc-yaml`" in result.stderr
 
 
 def stages_of(params):
@@ -42,7 +50,7 @@ def test_plan_chains_rounds_through_prune_reset_train(tiny_params):
     stages = stages_of(tiny_params)
     r1 = "runs/tiny/seed0/round01"
     assert "runs/tiny/seed0/round00/trained.safetensors" in stages["prune@tiny-s0-r01"].deps
-    assert stages["prune@tiny-s0-r01"].outs == (f"{r1}/mask.safetensors",)
+    assert stages["prune@tiny-s0-r01"].outs == (f"{r1}/mask.safetensors", f"{r1}/sparsity.json")
     assert set(stages["reset@tiny-s0-r01"].deps) >= {f"{r1}/mask.safetensors", "runs/tiny/seed0/theta0.safetensors"}
     assert set(stages["train@tiny-s0-r01"].deps) >= {f"{r1}/ticket.safetensors", f"{r1}/mask.safetensors"}
     assert "experiments.tiny.train" in stages["train@tiny-s0-r00"].params
@@ -107,7 +115,7 @@ def test_stability_branches_off_each_rounds_starting_network(tiny_params):
     dense, sparse = stages["stability@tiny-s0-r00-k10"], stages["stability@tiny-s0-r02-k0"]
     assert set(dense.deps) >= {"runs/tiny/seed0/theta0.safetensors", "runs/tiny/seed0/round00/mask.safetensors"}
     assert set(sparse.deps) >= {"runs/tiny/seed0/round02/ticket.safetensors", "runs/tiny/seed0/round02/mask.safetensors"}
-    assert "runs/tiny/seed0/stability/round02/k0/instability.json" in sparse.metrics
+    assert "runs/tiny/seed0/stability/round02/k0/instability.json" in sparse.outs
     assert "--rewind-iteration 10" in dense.cmd and "experiments.tiny.stability.points" in dense.params
     assert not any("stability.r" in k for k in dense.params)  # a new round or k adds stages, reruns none
     assert len([s for s in stages if s.startswith("stability@")]) == 2 * 2 * 2
@@ -126,9 +134,10 @@ def test_without_stability_the_plan_is_what_it_was(tiny_params):
     """Stability adds its stages and tables; a config without it plans the stages it had
     before stability existed: the results stages read and write the same four tables."""
     before = stages_of(tiny_params)
-    assert before["aggregate"].outs == tuple(f"results/{t}" for t in ("rounds.csv", "curves.csv", "untrained.csv",
-                                                                       "supermask.csv"))
-    assert before["figures"].deps[-4:] == before["aggregate"].outs
+    tables = tuple(f"results/{t}" for t in ("rounds.csv", "curves.csv", "untrained.csv", "supermask.csv"))
+    plots = ("results/plots/tiny/curves.csv", "results/plots/tiny/early_stop.csv")  # dvc's plots
+    assert before["aggregate"].outs == tables + plots
+    assert before["figures"].deps[-4:] == tables
     assert before["report"].deps[-3:] == ("results/rounds.csv", "results/untrained.csv", "results/supermask.csv")
     tiny_params["experiments"]["tiny"]["stability"] = STABILITY
     after = stages_of(tiny_params)
@@ -136,8 +145,7 @@ def test_without_stability_the_plan_is_what_it_was(tiny_params):
     assert set(after) - set(before) == added and set(before) <= set(after)
     changed = {k for k in before if before[k] != after[k]}
     assert changed == {"aggregate", "figures", "report"}
-    assert after["aggregate"].outs == before["aggregate"].outs + ("results/stability.csv",
-                                                                  "results/stability_path.csv")
+    assert after["aggregate"].outs == tables + ("results/stability.csv", "results/stability_path.csv") + plots
     assert [f.name for f in plan.figure_specs(from_dict(tiny_params))][-2:] == ["stability_path_tiny",
                                                                                 "stability_barrier_tiny"]
 
@@ -145,6 +153,15 @@ def test_without_stability_the_plan_is_what_it_was(tiny_params):
 def test_generated_dvc_yaml_expands_to_the_plans_commands(tiny_params):
     p = from_dict(tiny_params)
     doc = yaml.safe_load(plan.dvc_yaml(p))["stages"]
+    # dvc's own first stage: it runs when params.yaml or dvc.yaml changed, and the stages that
+    # depend on no other wait for it
+    check = doc.pop("check")
+    assert check["deps"][0] == "params.yaml" and check["outs"] == [plan.CHECKED]
+    assert check["cmd"].startswith("lth check --params params.yaml --out results/checked.txt --plan ")
+    # dvc.yaml cannot be a dependency: the digest of its stages in the command reruns the check
+    tiny_params["experiments"]["tiny"]["prune"]["rounds"] = 3
+    assert yaml.safe_load(plan.dvc_yaml(from_dict(tiny_params)))["stages"]["check"]["cmd"] != check["cmd"]
+    assert [name for name, block in doc.items() if plan.CHECKED in block.get("do", block)["deps"]] == ["data", "init"]
     expanded = {}
     for name, block in doc.items():
         if "foreach" not in block:
@@ -157,6 +174,7 @@ def test_generated_dvc_yaml_expands_to_the_plans_commands(tiny_params):
             expanded[f"{name}@{key}"] = yaml.safe_load(text)
     for s in plan.stages(p):
         block = expanded.pop(s.id)
+        block["deps"] = [d for d in block["deps"] if d != plan.CHECKED]
         assert block["cmd"] == s.cmd
         assert tuple(block["deps"]) == s.deps and tuple(block["outs"]) == s.outs
         assert tuple(block.get("params", ())) == s.params and tuple(block.get("metrics", ())) == s.metrics
@@ -213,7 +231,7 @@ def test_every_planned_output_is_in_the_output_table_under_its_stage(tiny_params
                                   "weights": "signed_constant", "eval_every": 10, "samples": 2}}
     e["stability"] = STABILITY
     planned = {}
-    for s in plan.stages(from_dict(tiny_params)):
+    for s in [plan.check_stage(), *plan.stages(from_dict(tiny_params))]:
         for path in (*s.outs, *s.metrics):
             assert outputs.made_by(path) == s.name, path
             planned.setdefault(s.name, set()).add(path)

@@ -1,5 +1,5 @@
 """Profiles state only what differs (a base, experiment defaults) and resolve to a complete
-params file; `lth profile` writes it, and `lth check` accepts it after `lth dvc-yaml`."""
+params file; `lth profile` writes it and its dvc.yaml, and `lth check` accepts them."""
 
 import json
 import shutil
@@ -8,7 +8,7 @@ import pytest
 import yaml
 from conftest import REPO, TINY
 
-from lth import profiles
+from lth import plan, profiles
 from lth.cli import main
 from lth.params import ParamsError, load_source
 
@@ -100,5 +100,5 @@ def test_lth_profile_writes_explicit_params_that_pass_lth_check(tmp_path, monkey
     _, read = load_source("params.yaml")
     assert json.dumps(read) == json.dumps(profiles.resolve(tmp_path / "profiles" / f"{name}.yaml"))
     assert "base" not in read and "experiment_defaults" not in read
-    assert main(["check"]) == 1  # no dvc.yaml yet
-    assert main(["dvc-yaml"]) == 0 and main(["check"]) == 0
+    assert main(["check"]) == 0  # with the dvc.yaml it wrote
+    assert (tmp_path / "dvc.yaml").read_text() == plan.dvc_yaml(load_source("params.yaml")[0])

@@ -1,6 +1,7 @@
 import hashlib
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -309,3 +310,61 @@ def test_augmented_training_is_reproducible_and_seeded_by_its_seed_alone(prepare
     assert same(a, train_lenet(prepared, recipe, seed=1, global_seed=123))
     assert not same(a, train_lenet(prepared, recipe, seed=2))
     assert not same(a, train_lenet(prepared, TrainParams(**{**recipe.__dict__, "augment": False}), seed=1))
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.5])  # the LeNet step (which computes no loss), autograd
+def test_a_training_whose_loss_is_no_longer_finite_stops_naming_iteration_and_lr(prepared, dropout):
+    theta0 = models.make_theta0("lenet_300_100", "mnist", seed=0)
+    model = models.load_arrays_into(models.build("lenet_300_100", (1, 28, 28), 10, dropout=dropout), theta0)
+    mask = {n: torch.ones(w.shape) for n, w in theta0.items() if masks.is_prunable(n)}
+    splits = loop.load_splits(prepared, torch.device("cpu"))
+    params = TrainParams(lr=1e12, batch_size=20, iterations=40, eval_every=10)
+    with pytest.raises(LthError, match=r"^training diverged at iteration 10 \(loss nan\): lower train.lr \(now 1e\+12\)$"):
+        train.train(model, mask, splits, params, seed=0)
+
+
+def test_lth_train_exits_with_the_divergence_and_no_traceback(tmp_path, prepared, tiny_params, capsys):
+    """Through the command, as a stage runs it: a ticket whose logits overflow diverges at once."""
+    import yaml
+
+    from lth.cli import main
+
+    theta0 = models.make_theta0("lenet_300_100", "mnist", seed=0)
+    save_arrays(tmp_path / "ticket.safetensors", {n: w * 1e30 for n, w in theta0.items()})
+    masks.save(tmp_path / "mask.safetensors", masks.dense(theta0))
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(tiny_params))
+    code = main(["train", "--params", str(tmp_path / "params.yaml"), "--experiment", "tiny", "--seed", "0",
+                 "--data", str(prepared), "--ticket", str(tmp_path / "ticket.safetensors"),
+                 "--mask", str(tmp_path / "mask.safetensors"), "--out", str(tmp_path / "round00")])
+    err = capsys.readouterr().err
+    assert code == 1 and "lth train: error: training diverged at iteration 10 (loss nan)" in err
+    assert "Traceback" not in err and not (tmp_path / "round00" / "trained.safetensors").exists()
+
+
+def test_a_training_whose_output_is_a_pipe_prints_progress_lines(tmp_path, prepared, tiny_params, capsys):
+    """`lth train > log` (as Snakemake and SLURM run it): a line at the first evaluation and then
+    whenever `runtime.progress_every` seconds have passed, here at every evaluation."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    theta0 = models.make_theta0("lenet_300_100", "mnist", seed=0)
+    save_arrays(tmp_path / "ticket.safetensors", theta0)
+    masks.save(tmp_path / "mask.safetensors", masks.dense(theta0))
+    tiny_params["runtime"]["progress_every"] = 0
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(tiny_params))
+    result = subprocess.run(
+        [sys.executable, "-m", "lth.cli", "train", "--params", "params.yaml", "--experiment", "tiny", "--seed", "0",
+         "--data", str(prepared), "--ticket", "ticket.safetensors", "--mask", "mask.safetensors", "--out", "r0"],
+        cwd=tmp_path, capture_output=True, text=True, check=True)
+    lines = result.stdout.splitlines()
+    assert [line.split(",")[0] for line in lines[:-1]] == [f"train: iteration {i}/30" for i in (0, 10, 20, 30)]
+    assert re.fullmatch(r"train: iteration 20/30, validation loss \d\.\d{4}, test accuracy [01]\.\d{4}, "
+                        r"[\d.]+ it/s, about \d+ s left", lines[2]), lines[2]
+    assert lines[-1].startswith("train: 100.0% remaining") and not result.stderr  # no bar where no terminal
+    # the default, every 30 s: a short training shows its first evaluation only
+    model = models.load_arrays_into(models.build("lenet_300_100", (1, 28, 28), 10), theta0)
+    mask = {n: torch.ones(w.shape) for n, w in theta0.items() if masks.is_prunable(n)}
+    train.train(model, mask, loop.load_splits(prepared, torch.device("cpu")), PARAMS, seed=0)
+    assert [line.split(",")[0] for line in capsys.readouterr().out.splitlines()] == ["train: iteration 0/40"]

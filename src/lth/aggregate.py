@@ -8,16 +8,23 @@ masked untrained network evaluated (Zhou et al.'s supermasks); supermask.csv: on
 per learned supermask. Both are empty (header only) when no experiment asks for them.
 stability.csv (one row per instability analysis: its barriers and ends) and
 stability_path.csv (one row per point of each path): only when an experiment asks for them.
+
+For dvc, per experiment (means over trials): metrics/<experiment>.json, early-stop iteration
+and test accuracy at early stop of the ticket and each control at the rounds that Fig. 3
+draws (figures.curve_percents), few enough for `dvc exp show`; plots/<experiment>/
+curves.csv (test accuracy during training at those rounds) and early_stop.csv (every round),
+which dvc.yaml declares as plots.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
 
 from lth import outputs, plan
-from lth.artifacts import atomic_path, read, read_json
+from lth.artifacts import atomic_path, read, read_json, write_text
 from lth.params import Params
 
 KEYS = ["experiment", "dataset", "model", "schedule", "criterion", "kept", "pruned", "branch", "seed", "round"]
@@ -79,6 +86,40 @@ def collect_stability(p: Params) -> tuple[pd.DataFrame, pd.DataFrame]:
     return pd.DataFrame(barriers), paths[STABILITY_KEYS + [c for c in paths.columns if c not in STABILITY_KEYS]]
 
 
+def views(p: Params, rounds: pd.DataFrame, curves: pd.DataFrame) -> dict[str, tuple[dict, pd.DataFrame, pd.DataFrame]]:
+    """Per experiment: its dvc metrics, and its curves and early-stop plot tables (means over trials)."""
+    out = {}
+    for e in p.experiments.values():
+        mine = rounds[rounds.experiment == e.name]
+        mean = mine.groupby(["round", "branch"], sort=False)[
+            ["percent_remaining", "early_stop_iteration", "early_stop_test_accuracy"]].mean().reset_index()
+        order = {b: i for i, b in enumerate(plan.branches(e))}
+        mean = mean.sort_values(["branch", "round"], key=lambda c: c.map(order) if c.name == "branch" else c)
+        mean.insert(0, "line", mean.branch.map(plan.BRANCH_LABELS))
+        ticket = mean[mean.branch == "ticket"]
+        chosen = plan.nearest_rounds(dict(zip(ticket["round"], ticket.percent_remaining, strict=True)),
+                                     p.figures.curve_percents)
+        metrics = {}
+        for k in chosen:
+            at_k = mean[mean["round"] == k]
+            label = plan.percent_label(at_k.percent_remaining.iloc[0]) + "%"
+            metrics[label] = {row.branch: {"iteration": _number(row.early_stop_iteration),
+                                           "test_accuracy": _number(row.early_stop_test_accuracy)}
+                              for row in at_k.itertuples()}
+        trained = curves[(curves.experiment == e.name) & curves["round"].isin(chosen)]
+        during = trained.groupby(["round", "branch", "iteration"], sort=False)[
+            ["percent_remaining", "test_accuracy"]].mean().reset_index()
+        during.insert(0, "line", during.percent_remaining.map(plan.percent_label) + "%")
+        out[e.name] = (metrics, during.drop(columns="round"),
+                       mean.drop(columns="round").rename(columns={"early_stop_test_accuracy": "test_accuracy"}))
+    return out
+
+
+def _number(x: float) -> float | int:
+    """A mean as JSON shows it best: whole numbers without a fraction, others to 6 digits."""
+    return int(x) if float(x).is_integer() else float(f"{x:.6g}")
+
+
 def write_csv(frame: pd.DataFrame, path: Path) -> None:
     with atomic_path(path) as tmp:
         frame.to_csv(tmp, index=False, float_format="%.6g")
@@ -92,4 +133,9 @@ def run(p: Params, out_dir: Path) -> pd.DataFrame:
         tables += collect_stability(p)
     for name, table in zip(plan.tables(p), tables, strict=True):
         write_csv(table, out_dir / name)
+    for experiment, (metrics, during, early_stop) in views(p, rounds, curves).items():
+        # in the order of the rounds, not sorted: `dvc exp show` keeps the file's order
+        write_text(out_dir / outputs.METRICS_DIR / f"{experiment}.json", json.dumps(metrics, indent=2) + "\n")
+        write_csv(during, out_dir / outputs.PLOTS_DIR / experiment / outputs.PLOT_CURVES)
+        write_csv(early_stop, out_dir / outputs.PLOTS_DIR / experiment / outputs.PLOT_EARLY_STOP)
     return rounds

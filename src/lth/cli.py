@@ -196,23 +196,30 @@ def cmd_dvc_yaml(args) -> None:
 
 
 def cmd_profile(args) -> None:
-    from lth import profiles
+    from lth import plan, profiles
     from lth.artifacts import write_text
+    from lth.params import from_dict
 
     path = profiles.path_of(args.name)
-    write_text(args.out, profiles.render(args.name, path, profiles.resolve(path)))
-    print(f"wrote {args.out} from {path}; next: lth dvc-yaml")
+    resolved = profiles.resolve(path)
+    dvc_yaml = plan.dvc_yaml(from_dict(resolved, path), args.out)  # refuses bad params before writing either
+    write_text(args.out, profiles.render(args.name, path, resolved))
+    write_text(args.dvc_yaml, dvc_yaml)
+    print(f"wrote {args.out} from {path}, and {args.dvc_yaml} from it; next: dvc repro or snakemake --cores N")
 
 
 def cmd_check(args) -> None:
     from lth import plan
-
+    from lth.artifacts import write_text
     from lth.params import check_environment
 
     p = _params(args)
     check_environment(args.params_read, args.params)
     plan.check_dvc_yaml(p, args.dvc_yaml, args.params)
-    print(f"{args.params} is valid and {args.dvc_yaml} is in sync with it")
+    done = f"{args.params} is valid and {args.dvc_yaml} matches it"
+    if args.out:  # dvc's `check` stage: the same text every time, so nothing after it reruns
+        write_text(args.out, done + "\n")
+    print(done)
 
 
 class Version(argparse.Action):
@@ -338,13 +345,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("dvc-yaml", cmd_dvc_yaml, "generate dvc.yaml from params.yaml")
     p.add_argument("--out", default="dvc.yaml")
 
-    p = sub.add_parser("profile", help="write params.yaml from profiles/NAME.yaml, every value explicit")
+    p = sub.add_parser("profile",
+                       help="write params.yaml (every value explicit) and its dvc.yaml from profiles/NAME.yaml")
     p.add_argument("name", help="a profile: profiles/NAME.yaml, or a path to one")
     p.add_argument("--out", default="params.yaml")
+    p.add_argument("--dvc-yaml", default="dvc.yaml")
     p.set_defaults(func=cmd_profile)
 
-    p = add("check", cmd_check, "validate params.yaml and check that dvc.yaml is in sync with it")
+    p = add("check", cmd_check, "validate params.yaml and check that dvc.yaml matches it (dvc's first stage)")
     p.add_argument("--dvc-yaml", default="dvc.yaml")
+    p.add_argument("--out", help="a file to write when the check passes (for dvc's `check` stage)")
+    p.add_argument("--plan", help="the digest of the stages dvc.yaml was generated with: it is in the `check` "
+                                  "stage's command so that dvc reruns the check when dvc.yaml changes")
     return parser
 
 

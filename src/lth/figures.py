@@ -35,6 +35,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import FixedLocator, NullLocator  # noqa: E402
 
 from lth import plan  # noqa: E402
@@ -49,14 +50,8 @@ QUANTITIES = {
     "final_test_accuracy": "Test accuracy at end of training",
     "final_train_accuracy": "Train accuracy at end of training",
 }
-LABELS = {"ticket": "winning ticket", "reinit": "random reinit", "random": "random pruning"}
-
-
-def percent_label(p: float) -> str:
-    """As the paper labels them: 100, 51.3, 7.0, 3.6, 0.45."""
-    if p >= 99.95:
-        return "100"
-    return f"{p:.1f}" if p >= 1 else f"{p:.2g}"
+LABELS = plan.BRANCH_LABELS
+percent_label = plan.percent_label
 
 
 def percent_axis(ax, percents, tick_percents=None) -> None:
@@ -77,20 +72,31 @@ def line_label(row) -> str:
     return label + (" (one-shot)" if row["schedule"] == "one_shot" and row["branch"] == "ticket" else "")
 
 
+def trials(n: int) -> str:
+    """What the lines are: one trial, or a mean with a band (only where there is a band)."""
+    return "one trial" if n == 1 else f"mean of {n} trials, min-max band"
+
+
 def panels(data: pd.DataFrame, quantities: list[str], hue: str, title: str) -> plt.Figure:
+    """A panel per quantity against percent remaining: a colour per `hue` value, the branch's
+    dashes (ticket solid, reinit dashed, random dotted), and one legend entry per line drawn."""
+    hues = list(dict.fromkeys(data[hue]))
+    colors = dict(zip(hues, sns.color_palette(n_colors=len(hues)), strict=True))
     fig, axes = plt.subplots(1, len(quantities), figsize=(4.6 * len(quantities), 4), squeeze=False)
     for ax, q in zip(axes[0], quantities, strict=True):
-        sns.lineplot(data=data, x="percent_remaining", y=q, hue=hue, style="branch", dashes=DASHES,
-                     errorbar=MIN_MAX, marker="o", markersize=4, ax=ax)
+        sns.lineplot(data=data, x="percent_remaining", y=q, hue=hue, hue_order=hues, palette=colors, style="branch",
+                     dashes=DASHES, errorbar=MIN_MAX, marker="o", markersize=4, ax=ax, legend=False)
         first = data[data.experiment == data.experiment.iloc[0]]
         percent_axis(ax, data["percent_remaining"].to_numpy(), first["percent_remaining"].to_numpy())
         ax.set_ylabel(QUANTITIES[q])
         ax.grid(True, alpha=0.3)
-        ax.get_legend().remove()
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 6), frameon=False, fontsize="small")
-    n = data["seed"].nunique()
-    fig.suptitle(f"{title}\n(mean of {n} trial{'s' * (n > 1)}, min-max band)", fontsize="medium")
+    lines = list(dict.fromkeys(zip(data[hue], data["branch"], strict=True)))
+    handles = [Line2D([], [], color=colors[h], marker="o", markersize=4,
+                      linestyle="-" if not DASHES[b] else (0, DASHES[b]),
+                      label=h if hue == "line" else LABELS[b] if len(hues) == 1 else f"{h}: {LABELS[b]}")
+               for h, b in lines]
+    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 6), frameon=False, fontsize="small")
+    fig.suptitle(f"{title}\n({trials(data['seed'].nunique())})", fontsize="medium")
     fig.tight_layout(rect=(0, 0.1, 1, 1))
     return fig
 
@@ -99,9 +105,15 @@ def tickets_and_reinit(rounds: pd.DataFrame, spec: plan.FigureSpec) -> pd.DataFr
     return rounds[rounds.experiment.isin(spec.members) & rounds.branch.isin(["ticket", "reinit"])]
 
 
+def versus_reinit(data: pd.DataFrame) -> str:
+    """The title's claim, only where the reinit control is drawn."""
+    return " vs random reinit" if (data.branch == "reinit").any() else ""
+
+
 def fig1(rounds: pd.DataFrame, spec: plan.FigureSpec) -> plt.Figure:
-    return panels(tickets_and_reinit(rounds, spec), ["early_stop_iteration", "early_stop_test_accuracy"],
-                  "experiment", f"{spec.dataset}: winning tickets vs random reinit")
+    data = tickets_and_reinit(rounds, spec)
+    return panels(data, ["early_stop_iteration", "early_stop_test_accuracy"], "experiment",
+                  f"{spec.dataset}: winning tickets{versus_reinit(data)}")
 
 
 def fig4(rounds: pd.DataFrame, spec: plan.FigureSpec) -> plt.Figure:
@@ -111,8 +123,9 @@ def fig4(rounds: pd.DataFrame, spec: plan.FigureSpec) -> plt.Figure:
 
 
 def fig5(rounds: pd.DataFrame, spec: plan.FigureSpec) -> plt.Figure:
-    return panels(tickets_and_reinit(rounds, spec), list(QUANTITIES), "model",
-                  f"Conv-2/4/6 on {spec.dataset}, tickets vs reinit")
+    data = tickets_and_reinit(rounds, spec)
+    return panels(data, list(QUANTITIES), "model",
+                  f"Conv-2/4/6 on {spec.dataset}: winning tickets{versus_reinit(data)}")
 
 
 def at_lengths(curves: pd.DataFrame, lengths: list[int]) -> pd.DataFrame:
@@ -153,20 +166,11 @@ def fig7(curves: pd.DataFrame, spec: plan.FigureSpec, lengths: list[int]) -> plt
     return fig
 
 
-def nearest_rounds(percent_by_round: pd.Series, wanted: list[float]) -> list[int]:
-    chosen = []
-    for w in wanted:
-        k = int((percent_by_round - w).abs().idxmin())
-        if k not in chosen:
-            chosen.append(k)
-    return chosen
-
-
 def fig3(rounds: pd.DataFrame, curves: pd.DataFrame, spec: plan.FigureSpec, wanted: list[float]) -> plt.Figure:
     (experiment,) = spec.members
     mine = curves[(curves.experiment == experiment) & (curves.iteration > 0)]
     by_round = rounds[rounds.experiment == experiment].groupby("round")["percent_remaining"].first()
-    chosen = nearest_rounds(by_round, wanted)
+    chosen = plan.nearest_rounds(by_round.to_dict(), wanted)
     order = [percent_label(by_round[k]) for k in chosen]
     branches = list(dict.fromkeys(mine["branch"]))
     fig, axes = plt.subplots(1, len(branches), figsize=(6 * len(branches), 4.5), squeeze=False, sharey=True)
@@ -213,10 +217,9 @@ def zhou_comparison(rounds: pd.DataFrame, spec: plan.FigureSpec) -> plt.Figure:
         ax.get_legend().remove()
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 5), frameon=False, fontsize="small")
-    n = data["seed"].nunique()
     fig.suptitle(f"{spec.model} on {spec.dataset}: {plan.ZHOU_TITLES[varied]}"
                  + (", random signs dashed" if varied == "kept" else "")
-                 + f"\n(mean of {n} trial{'s' * (n > 1)}, min-max band)", fontsize="medium")
+                 + f"\n({trials(data['seed'].nunique())})", fontsize="medium")
     fig.tight_layout(rect=(0, 0.12, 1, 1))
     return fig
 

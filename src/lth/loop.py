@@ -10,9 +10,12 @@ from __future__ import annotations
 import csv
 import io
 import math
+import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 import numpy as np
 import torch
@@ -113,10 +116,42 @@ class BatchOrder:
         self.generator.set_state(torch.from_numpy(state["generator"].copy()))
 
 
-def progress_bar(total: int, progress: bool | None) -> tqdm:
-    # on a terminal only (disable=None), so pipeline logs stay quiet
-    return tqdm(total=total, desc="train", unit="it", mininterval=1.0, leave=False,
-                disable=None if progress is None else not progress)
+class Progress:
+    """How a training shows that it moves: a tqdm bar on a terminal; where output goes to a log
+    file or a pipe (Snakemake and SLURM logs, `dvc repro > log`), a line at the first
+    evaluation and then at the first evaluation at least `every` seconds after the last line
+    (runtime.progress_every), so that `tail -f` shows it moving. progress: None decides by the
+    terminal, True forces the bar, False shows nothing."""
+
+    def __init__(self, name: str, total: int, start: int = 0, progress: bool | None = None,
+                 every: float = 30.0, out: TextIO | None = None, clock: Callable[[], float] = time.monotonic):
+        self.name, self.total, self.every, self.clock = name, total, every, clock
+        self.out = out or sys.stdout
+        on_terminal = sys.stderr.isatty() if progress is None else progress
+        self.lines = progress is None and not on_terminal
+        self.bar = tqdm(total=total, initial=start, desc=name, unit="it", mininterval=1.0, leave=False,
+                        disable=not on_terminal)
+        self.start, self.started, self.last = start, clock(), None
+
+    def update(self) -> None:
+        self.bar.update()
+
+    def record(self, iteration: int, values: dict[str, str]) -> None:
+        """At an evaluation: the bar's postfix, or a line if one is due."""
+        self.bar.set_postfix(values, refresh=False)
+        now = self.clock()
+        if not self.lines or (self.last is not None and now - self.last < self.every):
+            return
+        self.last = now
+        parts = [f"iteration {iteration}/{self.total}", *(f"{k} {v}" for k, v in values.items())]
+        done = iteration - self.start
+        if done > 0 and now > self.started:
+            rate = done / (now - self.started)
+            parts += [f"{rate:.1f} it/s", f"about {(self.total - iteration) / rate:.0f} s left"]
+        print(f"{self.name}: " + ", ".join(parts), file=self.out, flush=True)
+
+    def close(self) -> None:
+        self.bar.close()
 
 
 def curve_csv(curve: list[dict], columns: tuple[str, ...]) -> str:

@@ -27,7 +27,11 @@ TABLES = (ROUNDS, CURVES, UNTRAINED, LEARNED)  # aggregate's: UNTRAINED gathers 
 # aggregate's too, only when an experiment asks for stability (plan.tables): barriers, paths
 STABILITY_BARRIERS, STABILITY_PATHS = "stability.csv", "stability_path.csv"
 STABILITY_TABLES = (STABILITY_BARRIERS, STABILITY_PATHS)
+# aggregate's views for dvc: results/metrics/<experiment>.json, results/plots/<experiment>/*.csv
+METRICS_DIR, PLOTS_DIR = "metrics", "plots"
+PLOT_CURVES, PLOT_EARLY_STOP = "curves.csv", "early_stop.csv"
 REPORT = "report.md"
+CHECKED = "checked.txt"  # dvc's `check` stage: params.yaml and dvc.yaml agree (plan.check_stage)
 # not an output: a training's resumable state, removed when the training is done
 CHECKPOINT = "checkpoint.safetensors"
 
@@ -42,6 +46,7 @@ RESULTS = "results"
 # What each stage writes, as the end of each file's path: its name, under the directory
 # that tells it apart where another stage writes a file of that name.
 OUTPUTS: dict[str, tuple[str, ...]] = {
+    "check": (f"{RESULTS}/{CHECKED}",),  # under dvc only: Snakemake reads params.yaml itself
     "data": (f"{RAW}/*", f"{PREPARED}/*.safetensors"),  # one of each per dataset
     "init": (THETA0, f"{ROUND0}/{MASK}", f"{ROUND0}/{SPARSITY}"),
     "train": (TRAINED, REWIND, CURVE, METRICS),
@@ -52,7 +57,8 @@ OUTPUTS: dict[str, tuple[str, ...]] = {
     "untrained": (UNTRAINED,),
     "supermask": (f"{SUPERMASK}/{SCORES}", f"{SUPERMASK}/{CURVE}", f"{SUPERMASK}/{METRICS}"),
     "stability": (COPY_A, COPY_B, INTERPOLATION, INSTABILITY),
-    "aggregate": tuple(f"{RESULTS}/{t}" for t in TABLES + STABILITY_TABLES),
+    "aggregate": (*(f"{RESULTS}/{t}" for t in TABLES + STABILITY_TABLES), f"{RESULTS}/{METRICS_DIR}/*.json",
+                  *(f"{RESULTS}/{PLOTS_DIR}/*/{f}" for f in (PLOT_CURVES, PLOT_EARLY_STOP))),
     "figures": (f"{RESULTS}/figures/*",),  # one per figure and format (plan.figure_files)
     "report": (f"{RESULTS}/{REPORT}",),
 }

@@ -26,6 +26,7 @@ class RuntimeParams:
     device: str
     threads: int
     checkpoint_every: int = 1000
+    progress_every: float = 30.0
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ and reuse that round's mask. Trials (seeds) share nothing but the data.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -190,8 +191,13 @@ def zhou_comparisons(p: Params) -> list[FigureSpec]:
     return out
 
 
+def figure_outputs(p: Params) -> list[tuple[FigureSpec, str]]:
+    """Each figure file with the spec it draws (Snakemake's report captions go by its kind)."""
+    return [(f, f"{RESULTS}/figures/{f.name}.{fmt}") for f in figure_specs(p) for fmt in p.figures.formats]
+
+
 def figure_files(p: Params) -> list[str]:
-    return [f"{RESULTS}/figures/{f.name}.{fmt}" for f in figure_specs(p) for fmt in p.figures.formats]
+    return [path for _, path in figure_outputs(p)]
 
 
 # ---- stage templates -------------------------------------------------------------
@@ -214,11 +220,10 @@ class Template:
 
 
 def written(stage: str, directory: str) -> dict[str, tuple[str, ...]]:
-    """The outs and metrics of a stage that writes its files (outputs.OUTPUTS) into
-    `directory`: its JSON files are dvc metrics."""
-    files = [f"{directory}/{name}" for name in outputs.names(stage)]
-    return {"outs": tuple(f for f in files if not f.endswith(".json")),
-            "metrics": tuple(f for f in files if f.endswith(".json"))}
+    """The outs of a stage that writes its files (outputs.OUTPUTS) into `directory`. Its JSON
+    files (metrics with provenance, sparsity per layer) are plain outs: dvc's metrics are the
+    compact per-experiment files of `aggregate`, which `dvc exp show` can show."""
+    return {"outs": tuple(f"{directory}/{name}" for name in outputs.names(stage))}
 
 
 EXP = "experiments.{experiment}"
@@ -237,7 +242,7 @@ TEMPLATES = {
                          "--out {theta0} --mask {mask}",
                  code=("init.py", "models.py", "architectures.py", "masks.py", "artifacts.py"),
                  params=(f"{EXP}.model", f"{EXP}.dataset"),
-                 outs=("{theta0}", "{mask}"), metrics=("{sparsity}",)),
+                 outs=("{theta0}", "{mask}", "{sparsity}")),
         Template("train", "lth train --params {params_file} --experiment {experiment} --seed {seed} "
                           "--schedule-start {schedule_start} --round {round} --data {prepared} --ticket {ticket} --mask {mask} "
                           "--out {dir}",
@@ -250,7 +255,7 @@ TEMPLATES = {
                           "--initial {initial} --trained {trained} --mask {previous_mask} --out {mask}",
                  code=("pruning.py", "masks.py", "artifacts.py"),
                  params=tuple(f"{EXP}.prune.{k}" for k in ("schedule", "scope", "criterion", "rates")),
-                 deps=("{initial}", "{trained}", "{previous_mask}"), outs=("{mask}",), metrics=("{sparsity}",)),
+                 deps=("{initial}", "{trained}", "{previous_mask}"), outs=("{mask}", "{sparsity}")),
         Template("reset", "lth reset --params {params_file} --experiment {experiment} --seed {reset_seed} "
                           "--theta0 {theta0} --trained {trained} --mask {mask} --out {ticket}",
                  code=("reset.py", "masks.py", "artifacts.py"),
@@ -264,7 +269,7 @@ TEMPLATES = {
                  deps=("{theta0}", "{mask}"), outs=("{ticket}",)),
         Template("shuffle", "lth shuffle --seed {shuffle_seed} --mask {ticket_mask} --out {mask}",
                  code=("pruning.py", "masks.py", "artifacts.py"), params=(),
-                 deps=("{ticket_mask}",), outs=("{mask}",), metrics=("{sparsity}",)),
+                 deps=("{ticket_mask}",), outs=("{mask}", "{sparsity}")),
         Template("untrained", "lth untrained --params {params_file} --experiment {experiment} --seed {seed} "
                               "--data {prepared} --theta0 {theta0} --trained {trained} --out {table}",
                  code=("supermask.py", "loop.py", "optim.py", "pruning.py", "reset.py", "models.py", "architectures.py",
@@ -288,8 +293,9 @@ TEMPLATES = {
                  params=(*COMPUTE, f"{EXP}.model", f"{EXP}.train", f"{EXP}.stability.points"),
                  deps=("{prepared}", "{ticket}", "{mask}"), **written("stability", "{dir}")),
         Template("aggregate", "lth aggregate --params {params_file} --out {results}",
-                 code=("aggregate.py", "plan.py", "artifacts.py"), params=("seeds", "experiments"),
-                 deps=("{runs}",), outs=("{tables}",)),
+                 code=("aggregate.py", "plan.py", "artifacts.py"),
+                 params=("seeds", "experiments", "figures.curve_percents"),  # the rounds its metrics report
+                 deps=("{runs}",), outs=("{tables}", "{plots}"), metrics=("{metrics}",)),
         Template("figures", "lth figures --params {params_file} --tables {results} --out {results}/figures",
                  code=("figures.py", "plan.py", "artifacts.py"), params=("figures", "experiments"),
                  deps=("{tables}",), outs=("{figures}",)),
@@ -406,6 +412,28 @@ def branches(e: Experiment) -> list[str]:
     return ["ticket", *e.controls]
 
 
+# The branches in words, as the figures' legends and dvc's plots name them
+BRANCH_LABELS = {"ticket": "winning ticket", "reinit": "random reinit", "random": "random pruning"}
+
+
+def percent_label(p: float) -> str:
+    """As the paper labels them: 100, 51.3, 7.0, 3.6, 0.45."""
+    if p >= 99.95:
+        return "100"
+    return f"{p:.1f}" if p >= 1 else f"{p:.2g}"
+
+
+def nearest_rounds(percent_by_round: dict[int, float], wanted: list[float]) -> list[int]:
+    """The rounds whose percent remaining is nearest each wanted percent (figures.curve_percents:
+    the rounds that Fig. 3 draws and dvc's metrics report), each once, in the wanted order."""
+    chosen = []
+    for w in wanted:
+        k = min(percent_by_round, key=lambda r: (abs(percent_by_round[r] - w), r))
+        if k not in chosen:
+            chosen.append(k)
+    return chosen
+
+
 def trained_dirs(p: Params) -> list[tuple[Experiment, int, int, str, str]]:
     """(experiment, seed, round, branch, directory) of every training, as aggregate reads them."""
     out = []
@@ -429,6 +457,18 @@ def supermask_files(p: Params) -> list[str]:
     return out
 
 
+def metrics_files(p: Params) -> list[str]:
+    """dvc's metrics: one compact file per experiment (aggregate.views)."""
+    return [f"{RESULTS}/{outputs.METRICS_DIR}/{name}.json" for name in p.experiments]
+
+
+def plot_files(p: Params) -> dict[str, dict[str, str]]:
+    """{experiment: {kind: file}} of the tables that dvc.yaml declares as plots."""
+    return {name: {kind: f"{RESULTS}/{outputs.PLOTS_DIR}/{name}/{file}" for kind, file in
+                   (("curves", outputs.PLOT_CURVES), ("early_stop", outputs.PLOT_EARLY_STOP))}
+            for name in p.experiments}
+
+
 def stages(p: Params, params_file: str = PARAMS_FILE) -> list[Stage]:
     """Every stage of the pipeline for these params, in an order that respects deps."""
     datasets = dict.fromkeys(e.dataset for e in p.experiments.values())
@@ -441,6 +481,8 @@ def stages(p: Params, params_file: str = PARAMS_FILE) -> list[Stage]:
     read_by_report = (outputs.ROUNDS, outputs.UNTRAINED, outputs.LEARNED) + ((outputs.STABILITY_BARRIERS,) if stability
                                                                             else ())
     results = {"params_file": params_file, "results": RESULTS, "figures": figure_files(p),
+               "tables": [f"{RESULTS}/{t}" for t in TABLES], "metrics": metrics_files(p),
+               "plots": [f for files in plot_files(p).values() for f in files.values()],
                "runs": list(dict.fromkeys(f"{d}/{f}" for *_, d in trained_dirs(p)
                                           for f in (outputs.METRICS, outputs.CURVE))) + supermask_files(p) + stability,
                "tables": [f"{RESULTS}/{t}" for t in tables(p)],
@@ -450,48 +492,156 @@ def stages(p: Params, params_file: str = PARAMS_FILE) -> list[Stage]:
 
 
 # ---- dvc.yaml --------------------------------------------------------------------
-def _dvc_block(t: Template, placeholders: dict[str, str]) -> dict:
+# dvc.yaml lists one stage per round, so it is generated from params.yaml, and DVC cannot
+# expand it from params itself (its templating has no arithmetic and `prune.rounds` is not a
+# list). Instead its first stage, `check`, refuses a dvc.yaml that no longer matches
+# params.yaml before any other stage starts. It runs whenever params.yaml, the code that plans
+# or dvc.yaml changed (DVC takes no dvc.yaml as a dependency: its command carries the digest of
+# the other stages), which is whenever they can disagree, so `dvc status` stays quiet otherwise.
+# Its output never changes, so it reruns nothing downstream; the stages that depend on no
+# other (data, init) depend on it, and so everything runs after it.
+CHECKED = f"{RESULTS}/{outputs.CHECKED}"
+CHECK_CODE = ("plan.py", "outputs.py", "params.py", "params.schema.yaml")
+
+
+def check_stage(params_file: str = PARAMS_FILE, plan_digest: str = "") -> Stage:
+    cmd = f"lth check --params {params_file} --out {CHECKED}" + (f" --plan {plan_digest}" if plan_digest else "")
+    return Stage(name="check", key=None, item={}, cmd=cmd, deps=(params_file, *(CODE + c for c in CHECK_CODE)),
+                 outs=(CHECKED,))
+
+
+def _params_block(keys: list[str], params_file: str) -> list:
+    """dvc.yaml's params of a stage: keys of params.yaml, or of the file the commands read."""
+    return keys if params_file == PARAMS_FILE else [{params_file: keys}]
+
+
+def _dvc_block(t: Template, placeholders: dict[str, str], params_file: str) -> dict:
     """A `do:` block: the template with each {field} as dvc's ${item.field}."""
     def fill(text: str) -> str:
         return text.format(**placeholders)
 
-    block = {"cmd": fill(t.cmd), "deps": [CODE + c for c in t.code] + [fill(d) for d in t.deps]}
+    roots = [] if t.deps else [CHECKED]  # a stage that depends on no other stage waits for the check
+    block = {"cmd": fill(t.cmd), "deps": [CODE + c for c in t.code] + roots + [fill(d) for d in t.deps]}
     if t.params:
-        block["params"] = [fill(x) for x in t.params]
+        block["params"] = _params_block([fill(x) for x in t.params], params_file)
     block["outs"] = [fill(o) for o in t.outs]
     if t.metrics:
         block["metrics"] = [fill(m) for m in t.metrics]
     return block
 
 
-def dvc_yaml(p: Params, params_file: str = PARAMS_FILE) -> str:
-    """The text of dvc.yaml for these params: a `foreach` stage per template."""
+def dvc_doc(p: Params, params_file: str = PARAMS_FILE) -> dict:
+    """dvc.yaml as a mapping: the check, then a `foreach` stage per template, then the plots."""
+    doc = {}
     groups: dict[str, list[Stage]] = {}
     for s in stages(p, params_file):
         groups.setdefault(s.name, []).append(s)
-    doc = {}
     for name, group in groups.items():
         t = TEMPLATES[name]
         if group[0].key is None:
             s = group[0]
-            doc[name] = {"cmd": s.cmd, "deps": list(s.deps), **({"params": list(s.params)} if s.params else {}),
+            doc[name] = {"cmd": s.cmd, "deps": list(s.deps),
+                         **({"params": _params_block(list(s.params), params_file)} if s.params else {}),
                          "outs": list(s.outs), **({"metrics": list(s.metrics)} if s.metrics else {})}
             continue
         used = t.fields - {"params_file"}
         items = {s.key: {k: v for k, v in s.item.items() if k in used} for s in group}
         placeholders = {k: "${item." + k + "}" for k in used} | {"params_file": params_file}
-        doc[name] = {"foreach": items, "do": _dvc_block(t, placeholders)}
-    header = ("# GENERATED by `lth dvc-yaml` from params.yaml (see src/lth/plan.py): do not edit.\n"
-              "# After changing params.yaml, run `lth dvc-yaml`; `lth check` fails while they disagree.\n")
-    return header + yaml.safe_dump({"stages": doc}, sort_keys=False, width=120)
+        doc[name] = {"foreach": items, "do": _dvc_block(t, placeholders, params_file)}
+    plots = dvc_plots(p)
+    digest = hashlib.sha256(yaml.safe_dump([doc, plots]).encode()).hexdigest()[:16]
+    check = check_stage(params_file, digest)
+    check_block = {"cmd": check.cmd, "deps": list(check.deps), "outs": list(check.outs)}
+    return {"stages": {"check": check_block, **doc}, "plots": plots}
+
+
+# dvc's plots: the templates (vega-lite, in .dvc/plots/) draw one line per `line` column value,
+# dashed by `branch` (ticket solid, controls dashed, as the paper), a panel per experiment
+# compared (`dvc plots diff`); their x axis is linear (curves) or a reversed log percent axis.
+def dvc_plots(p: Params) -> list[dict]:
+    out = []
+    for name, files in plot_files(p).items():
+        out += [
+            {f"{name}: test accuracy during training": {
+                "template": "lth_curves", "x": "iteration", "y": {files["curves"]: "test_accuracy"},
+                "x_label": "Training iterations", "y_label": "Test accuracy"}},
+            {f"{name}: test accuracy at early stop": {
+                "template": "lth_percent", "x": "percent_remaining", "y": {files["early_stop"]: "test_accuracy"},
+                "x_label": "Percent of weights remaining", "y_label": "Test accuracy at early stop"}},
+            {f"{name}: early-stop iteration": {
+                "template": "lth_percent", "x": "percent_remaining",
+                "y": {files["early_stop"]: "early_stop_iteration"},
+                "x_label": "Percent of weights remaining", "y_label": "Early-stop iteration (val. loss)"}},
+        ]
+    return out
+
+
+def dvc_yaml(p: Params, params_file: str = PARAMS_FILE) -> str:
+    """The text of dvc.yaml for these params."""
+    header = (f"# GENERATED by `{regenerate_command(params_file)}` (see src/lth/plan.py): do not edit.\n"
+              f"# Its first stage, `check`, refuses to run the others while it does not match {params_file}.\n")
+    return header + yaml.safe_dump(dvc_doc(p, params_file), sort_keys=False, width=120)
+
+
+def regenerate_command(params_file: str) -> str:
+    return "lth dvc-yaml" + ("" if params_file == PARAMS_FILE else f" --params {params_file}")
+
+
+def stage_ids(doc: dict) -> set[str]:
+    """The stage names dvc shows for a dvc.yaml mapping (`name@key` for foreach items)."""
+    out = set()
+    for name, block in (doc.get("stages") or {}).items():
+        items = block.get("foreach") if isinstance(block, dict) else None
+        out |= {f"{name}@{key}" for key in items} if isinstance(items, dict) else {name}
+    return out
+
+
+def _listed(ids: set[str], most: int = 4) -> str:
+    ids = sorted(ids)
+    return ", ".join(ids[:most]) + (f" and {len(ids) - most} more" if len(ids) > most else "")
+
+
+def difference(expected: dict, actual: dict) -> str:
+    """What differs between two dvc.yaml mappings, in words: stages added, removed, changed."""
+    want, have = stage_ids(expected), stage_ids(actual)
+    parts = []
+    if want - have:
+        parts.append(f"it lacks {_listed(want - have)}")
+    if have - want:
+        parts.append(f"it still has {_listed(have - want)}, which the params no longer plan")
+    wanted, had = expected.get("stages", {}), actual.get("stages") or {}
+    # the check's command carries a digest of the rest: it differs whenever anything does
+    changed = {name for name in wanted.keys() & had.keys() if wanted[name] != had[name]} - {"check"}
+    if changed and not parts:  # stages added or removed change the results' deps too: not news
+        parts.append(f"the commands, files or params of {_listed(changed)} differ")
+    rest = {k for k in expected.keys() | actual.keys() if k != "stages" and expected.get(k) != actual.get(k)}
+    if rest:
+        parts.append(f"its {', '.join(sorted(rest))} differ")
+    return "; ".join(parts) or "its text differs"
 
 
 def check_dvc_yaml(p: Params, path: str | Path = "dvc.yaml", params_file: str = PARAMS_FILE) -> None:
-    expected = dvc_yaml(p, params_file)
+    """Refuse a dvc.yaml that is not the one `lth dvc-yaml` makes from these params, saying
+    what differs and what to run (which depends on where DVC runs us)."""
+    import os
+
     path = Path(path)
+    expected = dvc_yaml(p, params_file)
     actual = path.read_text() if path.exists() else ""
-    if actual != expected:
-        raise LthError(
-            f"{path} is out of date with {params_file} (stages or paths differ). "
-            "Run `lth dvc-yaml` to regenerate it, then `dvc repro`."
-        )
+    if actual == expected:
+        return
+    try:
+        actual_doc = yaml.safe_load(actual) or {}
+    except yaml.YAMLError:
+        actual_doc = {}
+    what = (difference(dvc_doc(p, params_file), actual_doc if isinstance(actual_doc, dict) else {})
+            if path.exists() else "there is none")
+    regenerate = regenerate_command(params_file)
+    if os.environ.get("DVC_EXP_BASELINE_REV") and f"{os.sep}.dvc{os.sep}tmp{os.sep}" in str(Path.cwd()):
+        todo = (f"A queued experiment cannot change which stages exist or what they write. Queue it "
+                f"from a workspace that has them: set the values in {params_file}, run `{regenerate}`, "
+                "then `dvc exp run --queue` (once per value of a sweep), and `dvc exp run --run-all`.")
+    else:
+        todo = (f"Run `{regenerate}`, then run again: `dvc repro`, or `dvc exp run` without -S "
+                f"({params_file} keeps the values -S set).")
+    raise LthError(f"{path} does not match {params_file} ({what}); nothing has run. {todo}")

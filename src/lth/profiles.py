@@ -104,7 +104,7 @@ def render(name: str, path: Path, params: dict[str, Any]) -> str:
         f"# Written by `lth profile {name}` from {path} and the profiles it is based on.",
         "# dvc and snakemake read only this file: editing the profile changes nothing here until",
         f"# `lth profile {name}` runs again, which overwrites this file (and any edits made to it).",
-        "# Next: `lth dvc-yaml`, then `dvc repro` or `snakemake --cores N`.",
+        "# `lth profile` wrote the matching dvc.yaml too. Next: `dvc repro` or `snakemake --cores N`.",
         "#",
     ]
     sections = [yaml.safe_dump({key: value}, sort_keys=False, default_flow_style=None, width=110)

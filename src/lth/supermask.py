@@ -23,7 +23,7 @@ from torch.func import functional_call
 
 from lth import architectures, masks, models, optim, outputs, provenance, pruning, reset
 from lth.artifacts import load_arrays, save_arrays, write_json, write_text
-from lth.loop import BatchOrder, Split, curve_csv, evaluate, load_splits, progress_bar, resolve_device
+from lth.loop import BatchOrder, Progress, Split, curve_csv, evaluate, load_splits, resolve_device
 from lth.outputs import made_by
 from lth.params import DataParams, Experiment, LearnedParams, RuntimeParams
 
@@ -129,14 +129,15 @@ def run(experiment: Experiment, runtime: RuntimeParams, data: DataParams, data_p
         samp_val_loss, samp_val_acc = _evaluate_sampled(sm, splits["validation"], params.samples)
         _, samp_test_acc = _evaluate_sampled(sm, splits["test"], params.samples)
         model.train()
+        bar.record(iteration, {"sampled test accuracy": f"{samp_test_acc:.4f}"})
         return {"iteration": iteration, "percent_expected": sm.percent_expected(),
                 "expected_validation_loss": exp_val_loss, "expected_validation_accuracy": exp_val_acc,
                 "expected_test_accuracy": exp_test_acc, "sampled_validation_loss": samp_val_loss,
                 "sampled_validation_accuracy": samp_val_acc, "sampled_test_accuracy": samp_test_acc}
 
+    bar = Progress("supermask", params.iterations, 0, progress, runtime.progress_every)
     curve = [record(0)]
     train_split = splits["train"]
-    bar = progress_bar(params.iterations, progress)
     order = BatchOrder(len(train_split.labels), params.batch_size, seed)
     for iteration in range(1, params.iterations + 1):
         idx = order.next().to(device, non_blocking=True)
@@ -147,7 +148,6 @@ def run(experiment: Experiment, runtime: RuntimeParams, data: DataParams, data_p
         optimizer.step()
         if iteration % params.eval_every == 0 or iteration == params.iterations:
             curve.append(record(iteration))
-            bar.set_postfix(sampled_test_acc=f"{curve[-1]['sampled_test_accuracy']:.4f}", refresh=False)
         bar.update()
     bar.close()
 

@@ -24,10 +24,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lth import architectures, augment, loop, masks, mlp_step, models, optim, outputs, provenance
+from lth import LthError, architectures, augment, loop, masks, mlp_step, models, optim, outputs, provenance
 from lth.artifacts import load_arrays, save_arrays, write_json, write_text
 from lth.checkpoint import Checkpoint, fingerprint, load_checkpoint, save_checkpoint
-from lth.loop import BatchOrder, Split, curve_csv, evaluate, load_splits, progress_bar, resolve_device
+from lth.loop import BatchOrder, Progress, Split, curve_csv, evaluate, load_splits, resolve_device
 from lth.outputs import made_by
 from lth.params import DataParams, Experiment, RuntimeParams, TrainParams
 
@@ -165,16 +165,18 @@ def train(model: torch.nn.Module, mask: dict[str, torch.Tensor], splits: dict[st
           params: TrainParams, seed: int, progress: bool | None = None,
           snapshot_at: int | None = None, checkpoint: Checkpoint | None = None,
           on_record: Callable[[dict], None] | None = None, schedule_start: int = 0,
-          round_index: int = 0) -> tuple[list[dict], dict | None]:
+          round_index: int = 0, progress_every: float = 30.0) -> tuple[list[dict], dict | None]:
     """Train in place for params.iterations; return the evaluation curve and the weights
     at iteration `snapshot_at` (the rewind point), if asked for. Everything random (batch
     order, augmentation draws) derives from `seed`; the augmentation's draws from `round_index`
-    too, so that each round of a trial sees other crops and flips. Iteration i trains at the schedule's
-    step schedule_start + i - 1 (optim.Schedule: a rewound round starts at the rewind
-    iteration's place). With `checkpoint`, save the whole state every `checkpoint.every`
-    iterations and resume from a matching one: the result is bit-identical to an
-    uninterrupted run on the CPU. `on_record` is called with each row of the curve as it
-    is evaluated (not with rows a resumed run restores), for logging or timing."""
+    too, so that each round of a trial sees other crops and flips. Iteration i trains at the
+    schedule's step schedule_start + i - 1 (optim.Schedule: a rewound round starts at the
+    rewind iteration's place). With `checkpoint`, save the whole state every
+    `checkpoint.every` iterations and resume from a matching one: the result is
+    bit-identical to an uninterrupted run on the CPU. `on_record` is called with each row of
+    the curve as it is evaluated (not with rows a resumed run restores), for logging or
+    timing. A loss that is no longer finite at an evaluation stops it (LthError). Progress
+    shows as loop.Progress says (a line every `progress_every` s in a log)."""
     device = splits["train"].images.device
     train_step = make_step(model, mask, params)
     train_split = splits["train"]
@@ -193,22 +195,27 @@ def train(model: torch.nn.Module, mask: dict[str, torch.Tensor], splits: dict[st
         test_loss, test_acc = evaluate_on["test"]()
         model.train()
         train_loss, train_acc = window.take()
+        if iteration and not (math.isfinite(train_loss) and math.isfinite(val_loss)):
+            # checked here, not at every step: the LeNet step computes no loss of its own
+            loss = train_loss if not math.isfinite(train_loss) else val_loss
+            raise LthError(f"training diverged at iteration {iteration} (loss {loss}): lower train.lr "
+                           f"(now {params.lr:g})")
         row = {"iteration": iteration, "train_loss": train_loss, "train_accuracy": train_acc,
                "validation_loss": val_loss, "validation_accuracy": val_acc,
                "test_loss": test_loss, "test_accuracy": test_acc}
+        bar.record(iteration, {"validation loss": f"{val_loss:.4f}", "test accuracy": f"{test_acc:.4f}"})
         if on_record:
             on_record(row)
         return row
 
     resumed = load_checkpoint(checkpoint, model, train_step, streams, window) if checkpoint else None
+    bar = Progress("train", params.iterations, resumed[0] - 1 if resumed else 0, progress, progress_every)
     if resumed:
         start, curve, snapshot = resumed
     else:
         start, curve = 1, [record(0)]
         snapshot = models.state_arrays(model) if snapshot_at == 0 else None
     model.train()
-    bar = progress_bar(params.iterations, progress)
-    bar.update(start - 1)
     for iteration in range(start, params.iterations + 1):
         if not schedule.constant:
             group["lr"] = schedule.at(schedule_start + iteration - 1)  # a float: the step reads it
@@ -221,8 +228,6 @@ def train(model: torch.nn.Module, mask: dict[str, torch.Tensor], splits: dict[st
             snapshot = models.state_arrays(model)
         if iteration % params.eval_every == 0 or iteration == params.iterations:
             curve.append(record(iteration))
-            bar.set_postfix(val_loss=f"{curve[-1]['validation_loss']:.4f}",
-                            test_acc=f"{curve[-1]['test_accuracy']:.4f}", refresh=False)
         if checkpoint and iteration % checkpoint.every == 0 and iteration < params.iterations:
             save_checkpoint(checkpoint, iteration, model, train_step, streams, window, curve, snapshot)
         bar.update()
@@ -258,7 +263,8 @@ def run(experiment: Experiment, runtime: RuntimeParams, data: DataParams, data_p
         if runtime.checkpoint_every else None
     curve, rewind = train(model, mask, splits, experiment.train, seed,
                           snapshot_at=experiment.reset.rewind_iteration, checkpoint=checkpoint,
-                          schedule_start=schedule_start, round_index=round_index)
+                          schedule_start=schedule_start, round_index=round_index,
+                          progress_every=runtime.progress_every)
     final_train_loss, final_train_acc = evaluate(model.eval(), splits["train"])
     stop = early_stop(curve)
     sparsity = masks.report(mask_np)

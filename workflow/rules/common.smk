@@ -2,13 +2,26 @@
 from lth import outputs as lth_outputs
 from lth import plan as lth_plan
 import os
-from pathlib import PurePath
+from pathlib import Path, PurePath
 
 from lth.params import PARAMS_DIGEST_VARIABLE, from_dict, read_source
 from snakemake.utils import validate
 
 PARAMS_FILE = "params.yaml"
 
+# The stages read params.yaml themselves, so the config must be exactly that file: refuse
+# --config and --configfile overrides (naming the one given) before judging any value.
+PARAMS_READ, PARAMS_SHA256 = read_source(PARAMS_FILE)
+if config != PARAMS_READ:
+    given = [f"--configfile {' '.join(map(str, workflow.config_settings.configfiles))}"
+             if workflow.config_settings.configfiles else "",
+             f"--config {' '.join(f'{k}=...' for k in workflow.config_settings.config)}"
+             if workflow.config_settings.config else ""]
+    raise ValueError(
+        f"{' and '.join(g for g in given if g) or 'the Snakemake config'} would change the params of "
+        f"{PARAMS_FILE}, which the stages read themselves: {PARAMS_FILE} is the one source of truth "
+        "for both tools. Edit it instead, and run snakemake without these options."
+    )
 # Validated against workflow/schemas/params.schema.yaml by lth itself, so that Snakemake,
 # dvc (through the stages) and `lth check` reject bad params with the same words.
 P = from_dict(config, PARAMS_FILE)
@@ -16,13 +29,31 @@ validate(config, "../schemas/params.schema.yaml")  # Snakemake's own check, the 
 # Jobs run `lth` commands that read params.yaml again: they refuse to run if the file is
 # no longer the one this workflow was planned from (an edit in the middle of a run). Jobs
 # on a cluster inherit the value from the submitting process (setdefault).
-PARAMS_READ, PARAMS_SHA256 = read_source(PARAMS_FILE)
 os.environ.setdefault(PARAMS_DIGEST_VARIABLE, PARAMS_SHA256)
-if config != PARAMS_READ:
-    raise ValueError(
-        f"the Snakemake config differs from {PARAMS_FILE} (--config or --configfile?). "
-        f"{PARAMS_FILE} is the one source of truth for both tools: edit it instead."
-    )
+# The software of every rule (`snakemake --use-conda`), relative to the rule files
+CONDA_ENV = "../envs/lth.yaml"
+
+
+def _real_params_changes_only():
+    """Snakemake 9's `--list-changes params` lists a file of every job, changed or not: a
+    ParamsChange without changes keeps the files it was merged with. Report real changes only
+    (rerun decisions look at the change's truth value, which this keeps)."""
+    from snakemake import persistence
+
+    owner = getattr(persistence, "PersistenceBase", None)  # Snakemake 9
+    listed = getattr(owner, "params_changed", None)
+    if listed is None or getattr(listed, "real_changes_only", False) or not hasattr(persistence, "NO_PARAMS_CHANGE"):
+        return
+
+    def params_changed(self, job, file=None):
+        change = listed(self, job, file)
+        return change if change else persistence.NO_PARAMS_CHANGE
+
+    params_changed.real_changes_only = True
+    owner.params_changed = params_changed
+
+
+_real_params_changes_only()
 
 # Every planned stage, found by its rule name and one of its output files.
 PRODUCER = {(s.name, out): s for s in lth_plan.stages(P, PARAMS_FILE) for out in s.outs + s.metrics}
@@ -66,6 +97,12 @@ def planned_in(rule_name, directory):
 
 
 REPORT_FILE = f"{lth_plan.RESULTS}/{lth_outputs.REPORT}"
+
+
+def caption(kind):
+    """`snakemake --report`'s caption of a figure: workflow/report/<kind>.rst, or a general one."""
+    specific = Path(workflow.basedir) / "report" / f"{kind}.rst"
+    return f"../report/{kind}.rst" if specific.exists() else "../report/figure.rst"
 
 
 # On a cluster, computing rules ask for a GPU when the params ask for CUDA

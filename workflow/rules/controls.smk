@@ -17,6 +17,8 @@ rule reinit:
         cmd=REINIT["cmd"],
     log:
         "logs/reinit/{round_dir}.log",
+    conda:
+        CONDA_ENV,
     shell:
         "{params.cmd} > {log} 2>&1"
 
@@ -32,5 +34,7 @@ rule shuffle:
         cmd=SHUFFLE["cmd"],
     log:
         "logs/shuffle/{round_dir}.log",
+    conda:
+        CONDA_ENV,
     shell:
         "{params.cmd} > {log} 2>&1"

@@ -13,6 +13,8 @@ rule data:
         cmd=DATA["cmd"],
     log:
         "logs/data/{dataset}.log",
+    conda:
+        CONDA_ENV,
     shell:
         "{params.cmd} > {log} 2>&1"
 
@@ -27,5 +29,7 @@ rule init:
         cmd=INIT["cmd"],
     log:
         "logs/init/{seed_dir}.log",
+    conda:
+        CONDA_ENV,
     shell:
         "{params.cmd} > {log} 2>&1"

@@ -1,4 +1,4 @@
-AGGREGATE = producer("aggregate", lth_outputs.OUTPUTS["aggregate"][0])
+AGGREGATE = producer("aggregate", f"{lth_plan.RESULTS}/{lth_outputs.ROUNDS}")
 FIGURES = producer("figures", lth_plan.figure_files(P)[0])
 REPORT = producer("report", REPORT_FILE)
 
@@ -7,12 +7,14 @@ rule aggregate:
     input:
         AGGREGATE.deps,
     output:
-        AGGREGATE.outs,  # the stability tables only when an experiment asks for them
+        [*AGGREGATE.outs, *AGGREGATE.metrics],  # the stability tables only when an experiment asks for them
     params:
         read=read_params(AGGREGATE),
         cmd=AGGREGATE.cmd,
     log:
         "logs/aggregate.log",
+    conda:
+        CONDA_ENV,
     shell:
         "{params.cmd} > {log} 2>&1"
 
@@ -21,12 +23,15 @@ rule figures:
     input:
         FIGURES.deps,
     output:
-        [report(f, category="Figures") for f in lth_plan.figure_files(P)],
+        [report(path, caption=caption(spec.kind), category="Figures", subcategory=spec.dataset)
+         for spec, path in lth_plan.figure_outputs(P)],
     params:
         read=read_params(FIGURES),
         cmd=FIGURES.cmd,
     log:
         "logs/figures.log",
+    conda:
+        CONDA_ENV,
     shell:
         "{params.cmd} > {log} 2>&1"
 
@@ -35,11 +40,13 @@ rule report:
     input:
         REPORT.deps,
     output:
-        REPORT_FILE,
+        report(REPORT_FILE, caption="../report/report.rst", category="Report"),
     params:
         read=read_params(REPORT),
         cmd=REPORT.cmd,
     log:
         "logs/report.log",
+    conda:
+        CONDA_ENV,
     shell:
         "{params.cmd} > {log} 2>&1"

@@ -22,6 +22,8 @@ rule train:
     cache: "omit-software"
     log:
         "logs/train/{train_dir}.log",
+    conda:
+        CONDA_ENV,
     shell:
         "{params.cmd} > {log} 2>&1"
 
@@ -38,6 +40,8 @@ rule prune:
         cmd=PRUNE["cmd"],
     log:
         "logs/prune/{round_dir}.log",
+    conda:
+        CONDA_ENV,
     shell:
         "{params.cmd} > {log} 2>&1"
 
@@ -54,5 +58,7 @@ rule reset:
         cmd=RESET["cmd"],
     log:
         "logs/reset/{reset_dir}.log",
+    conda:
+        CONDA_ENV,
     shell:
         "{params.cmd} > {log} 2>&1"

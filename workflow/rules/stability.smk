@@ -21,5 +21,7 @@ rule stability:
     cache: "omit-software"
     log:
         "logs/stability/{stability_dir}.log",
+    conda:
+        CONDA_ENV,
     shell:
         "{params.cmd} > {log} 2>&1"

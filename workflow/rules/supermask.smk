@@ -19,6 +19,8 @@ rule untrained:
     cache: "omit-software"
     log:
         "logs/untrained/{seed_dir}.log",
+    conda:
+        CONDA_ENV,
     shell:
         "{params.cmd} > {log} 2>&1"
 
@@ -38,5 +40,7 @@ rule supermask:
     cache: "omit-software"
     log:
         "logs/supermask/{seed_dir}.log",
+    conda:
+        CONDA_ENV,
     shell:
         "{params.cmd} > {log} 2>&1"
