@@ -240,3 +240,20 @@ def test_input_normalizations():
     assert torch.equal(loop.normalized(images, "unit_range", mean, std), images.float() / 255.0)
     with pytest.raises(LthError, match="data.normalize = 'whiten'"):
         loop.normalized(images, "whiten", mean, std)
+
+
+def test_normalizing_in_chunks_gives_the_whole_split_s_bits(monkeypatch):
+    """loop.normalized works NORMALIZE_ROWS examples at a time; the inputs are those of the
+    formulas applied to the whole split at once, bit for bit (chunks of 3 of 10 examples)."""
+    rng = np.random.default_rng(1)
+    images = torch.from_numpy(rng.integers(0, 256, (10, 1, 28, 28), dtype=np.uint8))
+    images[4] = 0
+    mean, std = torch.tensor([[[0.1307]]]), torch.tensor([[[0.3081]]])
+    x = images.double()
+    norms = torch.linalg.vector_norm(x.flatten(1), dim=1)
+    norms[norms == 0] = 1.0
+    whole = {"l2_per_example": (x / norms.view(-1, 1, 1, 1)).float(),
+             "standardize": (images.float() / 255.0 - mean) / std, "unit_range": images.float() / 255.0}
+    monkeypatch.setattr(loop, "NORMALIZE_ROWS", 3)
+    for how, expected in whole.items():
+        assert torch.equal(loop.normalized(images, how, mean, std), expected), how
