@@ -10,6 +10,8 @@ from __future__ import annotations
 import csv
 import io
 import math
+import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -120,6 +122,18 @@ class BatchOrder:
     def load(self, state: dict[str, np.ndarray]) -> None:
         self.order, self.cursor = torch.from_numpy(state["order"].copy()), int(state["cursor"][0])
         self.generator.set_state(torch.from_numpy(state["generator"].copy()))
+
+
+STARTUP_LOG = "LTH_STARTUP_LOG"
+
+
+def mark(event: str) -> None:
+    """Where the environment variable LTH_STARTUP_LOG names a file, append `<event> <unix time>`
+    to it: benchmarks/bench.py times a stage's start-up from the process's own marks, "ready"
+    (set-up done, before iteration 0's evaluation) and "first_step"."""
+    if path := os.environ.get(STARTUP_LOG):
+        with open(path, "a") as log:
+            log.write(f"{event} {time.time()!r}\n")
 
 
 def progress_bar(total: int, progress: bool | None) -> tqdm:

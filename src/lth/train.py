@@ -192,6 +192,7 @@ def train(model: torch.nn.Module, mask: dict[str, torch.Tensor], splits: dict[st
             on_record(row)
         return row
 
+    loop.mark("ready")
     resumed = load_checkpoint(checkpoint, model, train_step, order, window) if checkpoint else None
     if resumed:
         start, curve, snapshot = resumed
@@ -201,6 +202,7 @@ def train(model: torch.nn.Module, mask: dict[str, torch.Tensor], splits: dict[st
     model.train()
     bar = progress_bar(params.iterations, progress)
     bar.update(start - 1)
+    loop.mark("first_step")
     for iteration in range(start, params.iterations + 1):
         idx = order.next().to(device, non_blocking=True)
         labels = torch.index_select(train_split.labels, 0, idx, out=window.labels_slot())
