@@ -255,5 +255,7 @@ def test_normalizing_in_chunks_gives_the_whole_split_s_bits(monkeypatch):
     whole = {"l2_per_example": (x / norms.view(-1, 1, 1, 1)).float(),
              "standardize": (images.float() / 255.0 - mean) / std, "unit_range": images.float() / 255.0}
     monkeypatch.setattr(loop, "NORMALIZE_ROWS", 3)
+    threads = torch.get_num_threads()
     for how, expected in whole.items():
         assert torch.equal(loop.normalized(images, how, mean, std), expected), how
+    assert torch.get_num_threads() == threads  # it works on one thread, then gives them back
