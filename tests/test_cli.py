@@ -34,9 +34,12 @@ def imported(stderr: str) -> set[str]:
 
 
 def lth(args: list[str], cwd, log) -> set[str]:
+    """Run `lth` as a program; the modules it imported. It ends with os._exit, after flushing
+    what it printed to a pipe (its one-line summary)."""
     result = subprocess.run([sys.executable, "-X", "importtime", "-m", "lth.cli", *args], cwd=cwd, text=True,
                             capture_output=True, env={**os.environ, STARTUP_LOG: str(log)})
     assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.startswith(f"{args[0]}: "), result.stdout
     return imported(result.stderr)
 
 
