@@ -341,9 +341,12 @@ def openlth_style(data: Path, iterations: int, threads: int) -> list[str]:
             "--iterations", str(iterations), "--threads", str(threads)]
 
 
-# the floor of every stage that trains: the interpreter and `import torch`, marked as the stages mark
-IMPORT_TORCH = [sys.executable, "-c", "import os, time, torch\n"
-                "open(os.environ['LTH_STARTUP_LOG'], 'a').write(f'ready {time.time()!r}\\n')"]
+# the floor of every stage that trains: the interpreter and `import torch`, marked as the stages
+# mark; and the same with the garbage collector paused during the import, as `lth` imports it
+MARK_READY = "open(os.environ['LTH_STARTUP_LOG'], 'a').write(f'ready {time.time()!r}\\n')"
+IMPORT_TORCH = [sys.executable, "-c", f"import os, time, torch\n{MARK_READY}"]
+IMPORT_TORCH_GC_PAUSED = [sys.executable, "-c", f"import gc, os, time\ngc.disable()\nimport torch\n"
+                          f"gc.freeze()\ngc.enable()\n{MARK_READY}"]
 
 
 def process_times(cmd: list[str], cwd: Path) -> dict[str, float]:
@@ -386,6 +389,7 @@ def startup_times(ws: Path, data: Path, runs: int) -> dict[str, dict]:
     seed = ["--experiment", STARTUP, "--seed", "0", "--data", str(data), "--theta0", "theta0.safetensors"]
     return interleaved({
         "import torch": IMPORT_TORCH,
+        "import torch, GC paused": IMPORT_TORCH_GC_PAUSED,
         "lth train": lth_train(STARTUP, data, STARTUP),
         "lth untrained": [str(BIN / "lth"), "untrained", *seed, "--trained", f"{STARTUP}/trained.safetensors",
                           "--out", "untrained.csv"],
@@ -411,8 +415,10 @@ def whole_process_section(args, workdir: Path, round_bound_s: float | None) -> d
     floor = out["startup"]["import torch"]["ready"]
     print(f"\n(f) whole processes, median (min-max) of {args.runs} runs, seconds from process start; "
           f"the floor, interpreter and `import torch`: {fmt(floor)}")
+    print(f"    with the garbage collector paused during the import, as `lth` imports it: "
+          f"{fmt(out['startup']['import torch, GC paused']['ready'])}")
     for name, t in out["startup"].items():
-        if name != "import torch":
+        if name.startswith("lth"):
             print(f"    {name:<14} set-up done {fmt(t['ready'])}, "
                   + (f"first step {fmt(t['first_step'])}, " if "first_step" in t else "")
                   + f"exit {fmt(t['wall'])}")
