@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
 
@@ -230,21 +231,23 @@ def run(experiment: Experiment, runtime: RuntimeParams, data: DataParams, data_p
     torch.set_num_threads(runtime.threads)
     torch.manual_seed(seed)  # dropout
     device = resolve_device(runtime.device)
-    weights = load_arrays(ticket_path, made_by=made_by(ticket_path))
-    mask_np = masks.load(mask_path, made_by=made_by(mask_path))
-    masks.check(mask_np, weights, str(mask_path))
-    splits = load_splits(data_path, device, data.normalize)
-    input_shape = tuple(splits["train"].images.shape[1:])
-    model = models.build(experiment.model.name, input_shape, architectures.num_classes(experiment.dataset),
-                         dropout=experiment.model.dropout)
-    models.load_arrays_into(model, weights)
-    model.to(device)
-    mask = {n: torch.from_numpy(m).to(device=device, dtype=torch.float32) for n, m in mask_np.items()}
-
-    checkpoint = Checkpoint(out_dir / outputs.CHECKPOINT, runtime.checkpoint_every,
-                            fingerprint(experiment, runtime, seed, data.normalize, (data_path, ticket_path, mask_path),
-                                        CODE)) \
-        if runtime.checkpoint_every else None
+    # the checkpoint's fingerprint hashes the input files as they are now (MNIST: 55 MB), on a
+    # second thread while this one loads and scales them (hashlib runs without the GIL)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        fingerprinted = pool.submit(fingerprint, experiment, runtime, seed, data.normalize,
+                                    (data_path, ticket_path, mask_path), CODE) if runtime.checkpoint_every else None
+        weights = load_arrays(ticket_path, made_by=made_by(ticket_path))
+        mask_np = masks.load(mask_path, made_by=made_by(mask_path))
+        masks.check(mask_np, weights, str(mask_path))
+        splits = load_splits(data_path, device, data.normalize)
+        input_shape = tuple(splits["train"].images.shape[1:])
+        model = models.build(experiment.model.name, input_shape, architectures.num_classes(experiment.dataset),
+                             dropout=experiment.model.dropout)
+        models.load_arrays_into(model, weights)
+        model.to(device)
+        mask = {n: torch.from_numpy(m).to(device=device, dtype=torch.float32) for n, m in mask_np.items()}
+        checkpoint = Checkpoint(out_dir / outputs.CHECKPOINT, runtime.checkpoint_every, fingerprinted.result()) \
+            if fingerprinted else None
     curve, rewind = train(model, mask, splits, experiment.train, seed,
                           snapshot_at=experiment.reset.rewind_iteration, checkpoint=checkpoint)
     final_train_loss, final_train_acc = evaluate(model.eval(), splits["train"])
