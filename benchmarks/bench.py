@@ -2,6 +2,8 @@
 
     python benchmarks/bench.py [--threads 2] [--repeat 100] [--passes 3] [--slice 5000] [--out benchmarks/results/bench]
                                [--models lenet_300_100 conv2] [--skip-pipeline] [--compile] [--deep]
+                               [--data PREPARED] [--runs 5] [--compare 2000 6000] [--compare-runs 3]
+                               [--rounds 3] [--round-iterations 50000] [--skip-whole]
 
 Prints a table and writes the numbers to <out>.json and <out>.csv:
 (a) floors: float32 GEMM throughput at 1024^3, and the matrix products of one
@@ -23,9 +25,18 @@ Prints a table and writes the numbers to <out>.json and <out>.csv:
     fastest whole slice);
 (e) wall time of the non-training stages as a user runs them (`lth prune`, `reset`, ...,
     interpreter start included) on LeNet-sized artifacts, and of a no-op `dvc repro` and
-    `snakemake -n` on a finished tiny pipeline (skip with --skip-pipeline).
+    `snakemake -n` on a finished tiny pipeline (skip with --skip-pipeline);
+(f) whole processes on real MNIST (prepared here by the `data` stage's code, or --data), as
+    a user runs them, each the median and min-max of several runs taken in turns: the
+    start-up of `lth train`, `untrained` and `supermask` (seconds from process start to the
+    marks each writes to LTH_STARTUP_LOG: set-up done, first step; and to its exit) beside
+    the interpreter with `import torch`, their floor; `lth train` beside the open_lth-style
+    baseline (benchmarks/openlth_style.py) at --compare iterations, and their ratio at the
+    paper's 50K iterations (extrapolated through the two largest counts where not measured);
+    and the headline, --rounds whole `lth train` processes of a paper round (50K iterations,
+    evaluation every 100), beside its FLOP bound and `import torch` (skip with --skip-whole).
 --compile also times torch.compile of the obvious step (compile time and step time).
---deep adds (f): the training step of ResNet-20 at batch 128 and VGG-19 at batch 64
+--deep adds (g): the training step of ResNet-20 at batch 128 and VGG-19 at batch 64
     (Frankle & Carbin's Section 5) on 32x32x3 inputs, dense: autograd and the masked step
     train.py takes (train.step), with SGD (momentum 0.9), against a floor measured in the
     same run: each convolution's forward, weight gradient and input gradient (none for the
@@ -53,7 +64,9 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+import yaml
 
+import lth
 from lth import loop, masks, models, optim, pruning, train
 from lth.architectures import ARCHITECTURES, Plain, architecture, dataset_layers, input_shape, num_classes
 from lth.artifacts import save_arrays
@@ -61,15 +74,20 @@ from lth.artifacts import save_arrays
 # each model is timed on inputs shaped as the paper's dataset for it (b-e: Frankle & Carbin's Fig. 2 networks)
 SHAPES = {name: input_shape(a.paper_dataset) for name, a in ARCHITECTURES.items() if isinstance(a, Plain)}
 CLASSES = {name: num_classes(a.paper_dataset) for name, a in ARCHITECTURES.items() if isinstance(a, Plain)}
-DEEP = {"resnet20": 128, "vgg19": 64}  # (f): model -> the paper's batch size (Section 5)
+DEEP = {"resnet20": 128, "vgg19": 64}  # (g): model -> the paper's batch size (Section 5)
 PERCENTS = (100.0, 51.3, 21.1, 7.0, 3.6, 1.9)
 ROUND_PERCENTS = (100.0, 3.6)
 BATCH = 60
 EVAL_EXAMPLES = 15_000
 BIN = Path(sys.executable).parent
-# the pipeline tools run `lth ...` stage commands: the venv's bin first on PATH
-ENV = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "PYTHONWARNINGS": "ignore",
-       "DVC_NO_ANALYTICS": "1"}
+ROOT = Path(__file__).resolve().parents[1]
+# the pipeline tools run `lth ...` stage commands: the venv's bin first on PATH, and the code
+# this process imported (a checkout's src/ first); Python caches bytecode as it does for a user
+ENV = {**{k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"},
+       "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "PYTHONWARNINGS": "ignore", "DVC_NO_ANALYTICS": "1",
+       "PYTHONPATH": os.pathsep.join([str(Path(lth.__file__).resolve().parents[1]),
+                                      *filter(None, [os.environ.get("PYTHONPATH")])])}
+PAPER_ITERATIONS = ARCHITECTURES["lenet_300_100"].paper_iterations
 
 
 def timed(fn, repeat: int) -> float:
@@ -292,7 +310,7 @@ def stage_times(workdir: Path) -> dict:
     save_arrays(workdir / "theta0.safetensors", theta0)
     save_arrays(workdir / "trained.safetensors", trained)
     masks.save(workdir / "mask0.safetensors", masks.dense(theta0))
-    shutil.copy(Path(__file__).resolve().parents[1] / "params.yaml", workdir / "params.yaml")
+    shutil.copy(ROOT / "params.yaml", workdir / "params.yaml")
     lth = str(BIN / "lth")
     exp = ["--experiment", "lenet_mnist"]
     commands = {
@@ -304,23 +322,18 @@ def stage_times(workdir: Path) -> dict:
         "reinit": [lth, "reinit", *exp, "--seed", "1", "--theta0", "theta0.safetensors", "--mask", "mask1.safetensors",
                    "--out", "reinit.safetensors"],
         "init": [lth, "init", *exp, "--seed", "0", "--out", "t0.safetensors", "--mask", "m0.safetensors"],
-        "check": [lth, "check", "--dvc-yaml", str(Path(__file__).resolve().parents[1] / "dvc.yaml")],
+        "check": [lth, "check", "--dvc-yaml", str(ROOT / "dvc.yaml")],
     }
     return {name: min(wall(cmd, workdir) for _ in range(3)) for name, cmd in commands.items()}
 
 
 def pipeline_noop_times(workdir: Path) -> dict:
     """No-op `dvc repro` and `snakemake -n` on a finished tiny pipeline (tests' TINY config)."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    sys.path.insert(0, str(ROOT / "tests"))
     from conftest import TINY, make_workspace  # the tests' tiny config and workspace builder
 
-    from lth.data import acquire
-    from lth.params import DataParams
-
-    mnist = workdir / "mnist"
-    acquire("mnist", DataParams(validation_size=5000, split_seed=0), mnist)
     params = json.loads(json.dumps(TINY))
-    params["data"]["local_dirs"] = {"mnist": str(mnist)}
+    params["data"]["local_dirs"] = {"mnist": str(raw_mnist(workdir))}
     ws = make_workspace(workdir / "ws", params)
     env_bin = [str(BIN / "dvc")]
     for cmd in ([*env_bin, "init", "--no-scm", "-q"], [str(BIN / "lth"), "dvc-yaml"], [*env_bin, "repro", "-q"],
@@ -328,6 +341,185 @@ def pipeline_noop_times(workdir: Path) -> dict:
         subprocess.run(cmd, cwd=ws, check=True, capture_output=True, env=ENV)
     return {"dvc repro (no-op)": min(wall([*env_bin, "repro"], ws) for _ in range(3)),
             "snakemake -n (no-op)": min(wall([str(BIN / "snakemake"), "-n", "--cores", "2"], ws) for _ in range(3))}
+
+
+def raw_mnist(workdir: Path) -> Path:
+    """MNIST's verified files, acquired once per run the way the `data` stage does."""
+    from lth.data import DATASETS, acquire
+    from lth.params import DataParams
+
+    raw = workdir / "mnist"
+    if not all((raw / name).exists() for name in DATASETS["mnist"].files):
+        acquire("mnist", DataParams(validation_size=5000, split_seed=0), raw)
+    return raw
+
+
+def prepared_mnist(workdir: Path, given: str | None) -> Path:
+    """The prepared MNIST file `lth train` reads: `--data`, or made here by the `data` stage's
+    code with the paper's split (55K / 5K / 10K)."""
+    if given:
+        return Path(given).resolve()
+    from lth import data
+    from lth.params import DataParams
+
+    out = workdir / "mnist.safetensors"
+    data.run("mnist", DataParams(validation_size=5000, split_seed=0, local_dirs={"mnist": str(raw_mnist(workdir))}),
+             workdir / "raw", out)
+    return out
+
+
+STARTUP = "startup"  # the whole-process runs' experiment for start-up (and untrained, supermask)
+
+
+def whole_workspace(workdir: Path, threads: int, iterations: set[int]) -> Path:
+    """A directory with a params.yaml of the project's LeNet experiment (the paper's settings
+    but iterations) under one name per iteration count, theta_0 and its dense mask. The
+    start-up experiment also has small untrained and learned supermask sections."""
+    ws = workdir / "whole"
+    ws.mkdir()
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["runtime"].update(device="cpu", threads=threads)
+    lenet = params["experiments"]["lenet_mnist"]
+    experiments = {f"i{its}": {**lenet, "train": {**lenet["train"], "iterations": its,
+                                                    "eval_every": min(100, its)}} for its in sorted(iterations)}
+    experiments[STARTUP] = {**lenet, "train": {**lenet["train"], "iterations": 100}, "supermask": {
+        "untrained": {"criteria": ["large_final"], "actions": ["original"], "rates": {"fc": 0.2, "output": 0.1},
+                      "steps": 1},
+        "learned": {"iterations": 10, "batch_size": 60, "lr": 100, "momentum": 0.9, "weights": "original",
+                    "eval_every": 10, "samples": 1}}}
+    params["experiments"] = experiments
+    (ws / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    subprocess.run([str(BIN / "lth"), "init", "--experiment", STARTUP, "--seed", "0", "--out", "theta0.safetensors",
+                    "--mask", "mask0.safetensors"], cwd=ws, check=True, capture_output=True, env=ENV)
+    return ws
+
+
+def lth_train(experiment: str, data: Path, out: str) -> list[str]:
+    return [str(BIN / "lth"), "train", "--experiment", experiment, "--seed", "0", "--data", str(data),
+            "--ticket", "theta0.safetensors", "--mask", "mask0.safetensors", "--out", out]
+
+
+def openlth_style(data: Path, iterations: int, threads: int) -> list[str]:
+    return [sys.executable, str(ROOT / "benchmarks" / "openlth_style.py"), "--data", str(data),
+            "--iterations", str(iterations), "--threads", str(threads)]
+
+
+# the floor of every stage that trains: the interpreter and `import torch`, marked as the stages
+# mark; and the same with the garbage collector paused during the import, as `lth` imports it
+MARK_READY = "open(os.environ['LTH_STARTUP_LOG'], 'a').write(f'ready {time.time()!r}\\n')"
+IMPORT_TORCH = [sys.executable, "-c", f"import os, time, torch\n{MARK_READY}"]
+IMPORT_TORCH_GC_PAUSED = [sys.executable, "-c", f"import gc, os, time\ngc.disable()\nimport torch\n"
+                          f"gc.freeze()\ngc.enable()\n{MARK_READY}"]
+
+
+def process_times(cmd: list[str], cwd: Path) -> dict[str, float]:
+    """Seconds from just before the process is started to each mark it writes to LTH_STARTUP_LOG
+    ("ready": set-up done; "first_step"), and to its exit ("wall")."""
+    log = cwd / "startup.log"
+    log.unlink(missing_ok=True)
+    start = time.time()
+    result = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env={**ENV, loop.STARTUP_LOG: str(log)})
+    end = time.time()
+    if result.returncode:
+        raise RuntimeError(f"{' '.join(cmd)} exited {result.returncode}: {result.stderr[-2000:]}")
+    marks = dict(line.split() for line in log.read_text().splitlines()) if log.exists() else {}
+    return {**{event: float(t) - start for event, t in marks.items()}, "wall": end - start}
+
+
+def summary(runs: list[dict[str, float]]) -> dict[str, dict[str, float]]:
+    """Median, min and max of each time over the runs (the median is what a user meets on a
+    shared machine; the minimum what a quiet one gives)."""
+    return {key: {"median": float(np.median(v)), "min": min(v), "max": max(v), "runs": len(v)}
+            for key in runs[0] for v in [[r[key] for r in runs]]}
+
+
+def interleaved(commands: dict[str, list[str]], cwd: Path, runs: int, warm_up: bool = False) -> dict[str, dict]:
+    """Each command `runs` times, taking turns, so that a noisy minute does not favour one;
+    with `warm_up`, each runs once first, unmeasured (file cache, bytecode caches)."""
+    if warm_up:
+        for cmd in commands.values():
+            process_times(cmd, cwd)
+    measured = {name: [] for name in commands}
+    for _ in range(runs):
+        for name, cmd in commands.items():
+            measured[name].append(process_times(cmd, cwd))
+    return {name: summary(times) for name, times in measured.items()}
+
+
+def startup_times(ws: Path, data: Path, runs: int) -> dict[str, dict]:
+    """Whole processes of the stages that train, against the interpreter with `import torch`."""
+    subprocess.run(lth_train(STARTUP, data, STARTUP), cwd=ws, check=True, capture_output=True, env=ENV)
+    seed = ["--experiment", STARTUP, "--seed", "0", "--data", str(data), "--theta0", "theta0.safetensors"]
+    return interleaved({
+        "import torch": IMPORT_TORCH,
+        "import torch, GC paused": IMPORT_TORCH_GC_PAUSED,
+        "lth train": lth_train(STARTUP, data, STARTUP),
+        "lth untrained": [str(BIN / "lth"), "untrained", *seed, "--trained", f"{STARTUP}/trained.safetensors",
+                          "--out", "untrained.csv"],
+        "lth supermask": [str(BIN / "lth"), "supermask", *seed, "--out", "supermask"]}, ws, runs, warm_up=True)
+
+
+def extrapolated(times: dict[int, float], iterations: int) -> float:
+    """Linear in the iterations through the two largest measured counts."""
+    (a, ta), (b, tb) = sorted(times.items())[-2:]
+    return tb + (tb - ta) / (b - a) * (iterations - b)
+
+
+def fmt(t: dict[str, float]) -> str:
+    return f"{t['median']:.2f} s ({t['min']:.2f}-{t['max']:.2f})"
+
+
+def whole_process_section(args, workdir: Path, round_bound_s: float | None) -> dict:
+    """(f): whole processes, as a user runs them: start-up, lth beside the open_lth-style
+    baseline, and the headline paper round."""
+    data = prepared_mnist(workdir, args.data)
+    ws = whole_workspace(workdir, args.threads, {*args.compare, args.round_iterations})
+    out = {"startup": startup_times(ws, data, args.runs)}
+    floor = out["startup"]["import torch"]["ready"]
+    print(f"\n(f) whole processes, median (min-max) of {args.runs} runs, seconds from process start; "
+          f"the floor, interpreter and `import torch`: {fmt(floor)}")
+    print(f"    with the garbage collector paused during the import, as `lth` imports it: "
+          f"{fmt(out['startup']['import torch, GC paused']['ready'])}")
+    for name, t in out["startup"].items():
+        if name.startswith("lth"):
+            print(f"    {name:<14} set-up done {fmt(t['ready'])}, "
+                  + (f"first step {fmt(t['first_step'])}, " if "first_step" in t else "")
+                  + f"exit {fmt(t['wall'])}")
+
+    compare = {}
+    for its in args.compare:
+        times = interleaved({"lth": lth_train(f"i{its}", data, f"i{its}"),
+                             "openlth_style": openlth_style(data, its, args.threads)}, ws, args.compare_runs)
+        compare[its] = {name: t["wall"] for name, t in times.items()}
+        compare[its]["ratio"] = compare[its]["openlth_style"]["median"] / compare[its]["lth"]["median"]
+        print(f"    {its} iterations: lth train {fmt(compare[its]['lth'])}, open_lth-style "
+              f"{fmt(compare[its]['openlth_style'])}: {compare[its]['ratio']:.1f}x")
+    out["compare"] = {str(k): v for k, v in compare.items()}
+
+    if args.rounds:
+        paper = interleaved({"round": lth_train(f"i{args.round_iterations}", data, "paper")}, ws, args.rounds)["round"]
+        out["round"] = {"iterations": args.round_iterations, **paper, "import_torch_s": floor,
+                        "flop_bound_8_s": round_bound_s}
+        bound = f"; FLOP bound at the measured GEMM rate {round_bound_s:.0f} s" if round_bound_s else ""
+        print(f"    a round of {args.round_iterations} iterations (evaluation every 100), whole `lth train`: "
+              f"{fmt(paper['wall'])}, of which set-up {fmt(paper['ready'])}{bound}")
+
+    if len(compare) >= 2 or PAPER_ITERATIONS in compare:
+        base = {its: c["openlth_style"]["median"] for its, c in compare.items()}
+        ours = {its: c["lth"]["median"] for its, c in compare.items()}
+        measured_ours = args.rounds and args.round_iterations == PAPER_ITERATIONS
+        theirs_50k = base[PAPER_ITERATIONS] if PAPER_ITERATIONS in base else extrapolated(base, PAPER_ITERATIONS)
+        ours_50k = out["round"]["wall"]["median"] if measured_ours else \
+            ours[PAPER_ITERATIONS] if PAPER_ITERATIONS in ours else extrapolated(ours, PAPER_ITERATIONS)
+        out["paper_round_ratio"] = {"openlth_style_s": theirs_50k, "lth_s": ours_50k, "ratio": theirs_50k / ours_50k,
+                                    "openlth_style_extrapolated": PAPER_ITERATIONS not in base,
+                                    "lth_extrapolated": not measured_ours and PAPER_ITERATIONS not in ours}
+        how = "extrapolated from " + " and ".join(map(str, sorted(base)[-2:])) + " iterations"
+        print(f"    at {PAPER_ITERATIONS}: open_lth-style {theirs_50k:.0f} s "
+              f"({'measured' if PAPER_ITERATIONS in base else how}), lth {ours_50k:.0f} s "
+              f"({'measured, median' if not out['paper_round_ratio']['lth_extrapolated'] else how}): "
+              f"{theirs_50k / ours_50k:.1f}x")
+    return out
 
 
 def main() -> None:
@@ -342,16 +534,29 @@ def main() -> None:
     parser.add_argument("--skip-pipeline", action="store_true", help="skip (e): stage and no-op pipeline times")
     parser.add_argument("--compile", action="store_true", help="also time torch.compile of the obvious step")
     parser.add_argument("--deep", action="store_true",
-                        help="(f): ResNet-20 (batch 128) and VGG-19 (batch 64) steps against their conv floor "
+                        help="(g): ResNet-20 (batch 128) and VGG-19 (batch 64) steps against their conv floor "
                              "(--passes interleaved passes, each the fastest of 2 calls)")
+    whole = parser.add_argument_group("(f) whole processes")
+    whole.add_argument("--data", help="prepared MNIST (.safetensors of `lth data`); default: prepared here")
+    whole.add_argument("--runs", type=int, default=5, help="runs of each start-up measurement (median, min-max)")
+    whole.add_argument("--compare", type=int, nargs="*", default=[2000, 6000],
+                       help="iterations at which `lth train` and the open_lth-style baseline are timed")
+    whole.add_argument("--compare-runs", type=int, default=3, help="runs of each comparison")
+    whole.add_argument("--rounds", type=int, default=3,
+                       help="whole-process paper rounds timed: the headline (0: none)")
+    whole.add_argument("--round-iterations", type=int, default=PAPER_ITERATIONS,
+                       help="iterations of those rounds (default: the paper's)")
+    whole.add_argument("--skip-whole", action="store_true", help="skip (f)")
     args = parser.parse_args()
     if args.slice < 100 or args.slice % 100:
         parser.error(f"--slice {args.slice}: use a multiple of 100 (a round evaluates every 100 iterations)")
+    if min(args.runs, args.compare_runs) < 1 or args.rounds < 0 or min([args.round_iterations, *args.compare]) < 1:
+        parser.error("--runs and --compare-runs must be at least 1, --rounds at least 0, iterations at least 1")
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
 
     lenet = "lenet_300_100" in args.models
-    slice_its, its = args.slice, ARCHITECTURES["lenet_300_100"].paper_iterations
+    slice_its, its = args.slice, PAPER_ITERATIONS
     # floors: the issue's nine products a step and the eight the step computes
     floors = {n: lenet_matmul_floor(args.repeat * 5, first_input_grad=n == 9) for n in (9, 8)}
     flops = {n: floor_flops for n, (_, floor_flops) in floors.items()}
@@ -433,7 +638,7 @@ def main() -> None:
 
     if args.deep:
         results["deep"] = []
-        print(f"\n(f) {'model':<10}{'batch':>6}{'step ms':>10}{'floor ms':>10}{'x floor':>9}{'GFLOP':>8}"
+        print(f"\n(g) {'model':<10}{'batch':>6}{'step ms':>10}{'floor ms':>10}{'x floor':>9}{'GFLOP':>8}"
               f"{'x GEMM rate':>13}{'paper round':>13}  (dense, SGD, autograd; round: training only)")
         for name, batch in DEEP.items():
             measurements, flops = deep_measurements(name, batch)
@@ -448,13 +653,17 @@ def main() -> None:
                   f"{row['x_floor']:>9.2f}{row['step_flops'] / 1e9:>8.1f}{row['x_gemm_rate']:>13.2f}"
                   f"{row['paper_round_h']:>11.1f} h")
 
-    if not args.skip_pipeline:
-        with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp:
+        if not args.skip_pipeline:
             stages = stage_times(Path(tmp))
             stages.update(pipeline_noop_times(Path(tmp)))
-        results["stages_s"] = stages
-        print("\n(e) wall time, interpreter start included: "
-              + ", ".join(f"{k} {v:.2f} s" for k, v in stages.items()))
+            results["stages_s"] = stages
+            print("\n(e) wall time, interpreter start included: "
+                  + ", ".join(f"{k} {v:.2f} s" for k, v in stages.items()))
+        if not args.skip_whole:
+            round_its = args.round_iterations
+            bound = (round_its * flops[8] + round_its // 100 * EVAL_EXAMPLES * forward_flops("lenet_300_100")) / rate
+            results["whole"] = whole_process_section(args, Path(tmp), bound)
 
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -465,6 +674,11 @@ def main() -> None:
         writer.writeheader()
         writer.writerows(rows)
     print(f"\nwrote {out.with_suffix('.json')} and {out.with_suffix('.csv')}")
+    if "round" in results.get("whole", {}):
+        r = results["whole"]["round"]
+        print(f"\nHeadline: a LeNet round of {r['iterations']} iterations as `lth train` runs it, whole process: "
+              f"{fmt(r['wall'])} over {r['wall']['runs']} runs (the FLOP bound {r['flop_bound_8_s']:.0f} s, "
+              f"interpreter and `import torch` {fmt(r['import_torch_s'])}, measured in this run)")
 
 
 if __name__ == "__main__":

@@ -48,6 +48,7 @@ SUBPROCESS_TRAININGS = {
                        "test_a_params_edit_while_a_stage_runs_fails_that_stage_if_it_read_the_key"},
     "test_bench.py": {"test_benchmark_writes_its_tables"},
     "test_train.py": {"test_a_training_whose_output_is_a_pipe_prints_progress_lines"},
+    "test_cli.py": {"test_stages_that_train_never_import_torch_dynamo"},
 }
 
 

@@ -19,11 +19,14 @@ def load_bench():
     return bench
 
 
-def test_benchmark_writes_its_tables(tmp_path):
+def test_benchmark_writes_its_tables(tmp_path, prepared):
     out = tmp_path / "bench"
-    subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench.py"), "--models", "lenet_300_100",
-                    "--skip-pipeline", "--repeat", "2", "--passes", "1", "--slice", "200", "--out", str(out)],
-                   check=True, capture_output=True, text=True, cwd=tmp_path)
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench.py"), "--models", "lenet_300_100",
+                           "--skip-pipeline", "--repeat", "2", "--passes", "1", "--slice", "200", "--out", str(out),
+                           "--data", str(prepared), "--runs", "1", "--compare", "100", "200", "--compare-runs", "1",
+                           "--rounds", "2", "--round-iterations", "200"],
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
     results = json.loads(out.with_suffix(".json").read_text())
     assert results["lenet_step_flops_9"] == 95_832_000 and results["lenet_step_flops_8"] == 67_608_000
     assert [r["percent_remaining"] for r in results["steps"]] == [100.0, 51.28, 21.07, 6.95, 3.58, 1.85]
@@ -42,6 +45,25 @@ def test_benchmark_writes_its_tables(tmp_path):
     assert rounds[0]["flop_bound_8_s"] < rounds[0]["flop_bound_9_s"]
     assert out.with_suffix(".csv").read_text().startswith("eval_ms,")
 
+    # (f) whole processes: each stage's own marks, in order, before its exit
+    whole = results["whole"]
+    startup = whole["startup"]
+    assert list(startup) == ["import torch", "import torch, GC paused", "lth train", "lth untrained", "lth supermask"]
+    assert set(startup["import torch"]) == set(startup["import torch, GC paused"]) == {"ready", "wall"}
+    assert set(startup["lth untrained"]) == {"ready", "wall"}
+    for name in ("lth train", "lth supermask"):
+        t = {k: v["median"] for k, v in startup[name].items()}
+        assert 0 < t["ready"] < t["first_step"] < t["wall"], name
+    assert startup["import torch"]["ready"]["median"] < startup["lth train"]["ready"]["median"]
+    for its in ("100", "200"):
+        c = whole["compare"][its]
+        assert c["lth"]["runs"] == c["openlth_style"]["runs"] == 1
+        assert c["ratio"] == c["openlth_style"]["median"] / c["lth"]["median"]
+    assert whole["round"]["iterations"] == 200 and whole["round"]["wall"]["runs"] == 2
+    assert whole["round"]["wall"]["min"] <= whole["round"]["wall"]["median"] <= whole["round"]["wall"]["max"]
+    assert 0 < whole["round"]["flop_bound_8_s"] < whole["round"]["wall"]["min"]
+    # no 50K-iteration run was timed: both sides of the paper-round ratio are extrapolated
+    assert whole["paper_round_ratio"]["openlth_style_extrapolated"] and whole["paper_round_ratio"]["lth_extrapolated"]
 
 def test_fastest_keeps_each_element_s_fastest_pass():
     """A round measurement is an array (whole slice, once, segments): its fastest is taken per
@@ -70,3 +92,13 @@ def test_the_deep_floor_counts_every_convolution_of_a_step():
     products()  # runs on the recorded shapes
     measurements, flops = bench.deep_measurements("resnet8", 4, calls=1)
     assert measurements["step"]() > 0 and measurements["floor"]() > 0 and flops > 0
+
+
+def test_whole_process_times_are_summarised_and_extrapolated():
+    """Median and range of each time over runs; 50K iterations extrapolated through the two
+    largest measured counts (the part paid once stays once)."""
+    bench = load_bench()
+    runs = [{"ready": 1.5, "wall": 9.0}, {"ready": 1.2, "wall": 7.0}, {"ready": 3.0, "wall": 8.0}]
+    assert bench.summary(runs) == {"ready": {"median": 1.5, "min": 1.2, "max": 3.0, "runs": 3},
+                                   "wall": {"median": 8.0, "min": 7.0, "max": 9.0, "runs": 3}}
+    assert bench.extrapolated({500: 99.0, 2000: 10.0, 6000: 20.0}, 50_000) == 130.0

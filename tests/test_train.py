@@ -368,3 +368,22 @@ def test_a_training_whose_output_is_a_pipe_prints_progress_lines(tmp_path, prepa
     mask = {n: torch.ones(w.shape) for n, w in theta0.items() if masks.is_prunable(n)}
     train.train(model, mask, loop.load_splits(prepared, torch.device("cpu")), PARAMS, seed=0)
     assert [line.split(",")[0] for line in capsys.readouterr().out.splitlines()] == ["train: iteration 0/40"]
+
+
+def test_normalizing_in_chunks_gives_the_whole_split_s_bits(monkeypatch):
+    """loop.normalized works NORMALIZE_ROWS examples at a time; the inputs are those of the
+    formulas applied to the whole split at once, bit for bit (chunks of 3 of 10 examples)."""
+    rng = np.random.default_rng(1)
+    images = torch.from_numpy(rng.integers(0, 256, (10, 1, 28, 28), dtype=np.uint8))
+    images[4] = 0
+    mean, std = torch.tensor([[[0.1307]]]), torch.tensor([[[0.3081]]])
+    x = images.double()
+    norms = torch.linalg.vector_norm(x.flatten(1), dim=1)
+    norms[norms == 0] = 1.0
+    whole = {"l2_per_example": (x / norms.view(-1, 1, 1, 1)).float(),
+             "standardize": (images.float() / 255.0 - mean) / std, "unit_range": images.float() / 255.0}
+    monkeypatch.setattr(loop, "NORMALIZE_ROWS", 3)
+    threads = torch.get_num_threads()
+    for how, expected in whole.items():
+        assert torch.equal(loop.normalized(images, how, mean, std), expected), how
+    assert torch.get_num_threads() == threads  # it works on one thread, then gives them back

@@ -161,6 +161,9 @@ def read_source(path: str | Path) -> tuple[dict[str, Any], str]:
     return raw, hashlib.sha256(content).hexdigest()
 
 
+# libyaml's parser where PyYAML was built with it: the same documents, about ten times faster
+# (the schema's parse was a tenth of a second of every stage's start)
+SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 MAX_YAML_NODES = 100_000  # params files have hundreds; aliases must not multiply them past this
 
 
@@ -168,7 +171,7 @@ def strict_yaml(content: bytes | str, path: str | Path) -> Any:
     """YAML as yaml.safe_load reads it, but refusing duplicate keys (YAML forbids them; PyYAML
     keeps the last silently, DVC refuses the file) and aliases that expand past
     MAX_YAML_NODES (a "billion laughs" file would otherwise be walked until memory runs out)."""
-    loader = yaml.SafeLoader(content)
+    loader = SAFE_LOADER(content)
     try:
         node = loader.get_single_node()
         if node is None:
@@ -208,7 +211,7 @@ def expanded_size(root: yaml.Node, path: str | Path) -> int:
 
 
 def schema() -> dict[str, Any]:
-    return yaml.safe_load(SCHEMA_PATH.read_text())
+    return yaml.load(SCHEMA_PATH.read_text(), Loader=SAFE_LOADER)
 
 
 def strict_validator():

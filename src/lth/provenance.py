@@ -14,15 +14,18 @@ from lth.params import DataParams, Experiment, RuntimeParams
 
 def code_version() -> str:
     """The git commit of the checkout the code runs from ("-dirty" if src/ has edits),
-    or the package version where the code is not a git checkout."""
+    or the package version where the code is not a git checkout. One `git status` gives
+    both (its `# branch.oid` header line, then a line per changed file): one process, not two."""
     src = Path(__file__).resolve().parent
     try:
-        commit = subprocess.run(["git", "-C", str(src), "rev-parse", "HEAD"], capture_output=True, text=True,
-                                check=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(src), "status", "--porcelain", "--", "."], capture_output=True,
-                               text=True, check=True, timeout=10).stdout.strip()
+        lines = subprocess.run(["git", "-C", str(src), "status", "--porcelain=v2", "--branch", "--", "."],
+                               capture_output=True, text=True, check=True, timeout=10).stdout.splitlines()
     except (OSError, subprocess.SubprocessError):
         return f"lth {__version__}"
+    commit = next((line.split()[2] for line in lines if line.startswith("# branch.oid ")), "(initial)")
+    if commit == "(initial)":  # a repository without commits
+        return f"lth {__version__}"
+    dirty = any(not line.startswith("#") for line in lines)
     return f"git {commit[:12]}{'-dirty' if dirty else ''}"
 
 

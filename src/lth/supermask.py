@@ -23,7 +23,7 @@ from torch.func import functional_call
 
 from lth import architectures, masks, models, optim, outputs, provenance, pruning, reset
 from lth.artifacts import load_arrays, save_arrays, write_json, write_text
-from lth.loop import BatchOrder, Progress, Split, curve_csv, evaluate, load_splits, resolve_device
+from lth.loop import BatchOrder, Progress, Split, curve_csv, evaluate, load_splits, mark, resolve_device
 from lth.outputs import made_by
 from lth.params import DataParams, Experiment, LearnedParams, RuntimeParams
 
@@ -54,6 +54,7 @@ def run_untrained(experiment: Experiment, runtime: RuntimeParams, data: DataPara
     device, splits, model = _setup(experiment, runtime, data_path, data.normalize)
     dense = masks.dense(theta0)
     rows = []
+    mark("ready")  # its steps are evaluations: the first begins now
     for criterion in ask.criteria:
         for steps in range(ask.steps + 1):
             mask = dense if steps == 0 else pruning.prune(
@@ -135,10 +136,12 @@ def run(experiment: Experiment, runtime: RuntimeParams, data: DataParams, data_p
                 "expected_test_accuracy": exp_test_acc, "sampled_validation_loss": samp_val_loss,
                 "sampled_validation_accuracy": samp_val_acc, "sampled_test_accuracy": samp_test_acc}
 
+    mark("ready")
     bar = Progress("supermask", params.iterations, 0, progress, runtime.progress_every)
     curve = [record(0)]
     train_split = splits["train"]
     order = BatchOrder(len(train_split.labels), params.batch_size, seed)
+    mark("first_step")
     for iteration in range(1, params.iterations + 1):
         idx = order.next().to(device, non_blocking=True)
         logits = sm.forward(sm.sample(straight_through=True))(train_split.images[idx])

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
 
@@ -208,6 +209,7 @@ def train(model: torch.nn.Module, mask: dict[str, torch.Tensor], splits: dict[st
             on_record(row)
         return row
 
+    loop.mark("ready")
     resumed = load_checkpoint(checkpoint, model, train_step, streams, window) if checkpoint else None
     bar = Progress("train", params.iterations, resumed[0] - 1 if resumed else 0, progress, progress_every)
     if resumed:
@@ -216,6 +218,7 @@ def train(model: torch.nn.Module, mask: dict[str, torch.Tensor], splits: dict[st
         start, curve = 1, [record(0)]
         snapshot = models.state_arrays(model) if snapshot_at == 0 else None
     model.train()
+    loop.mark("first_step")
     for iteration in range(start, params.iterations + 1):
         if not schedule.constant:
             group["lr"] = schedule.at(schedule_start + iteration - 1)  # a float: the step reads it
@@ -246,21 +249,24 @@ def run(experiment: Experiment, runtime: RuntimeParams, data: DataParams, data_p
     torch.set_num_threads(runtime.threads)
     torch.manual_seed(seed)  # dropout
     device = resolve_device(runtime.device)
-    weights = load_arrays(ticket_path, made_by=made_by(ticket_path))
-    mask_np = masks.load(mask_path, made_by=made_by(mask_path))
-    masks.check(mask_np, weights, str(mask_path))
-    splits = load_splits(data_path, device, data.normalize)
-    input_shape = tuple(splits["train"].images.shape[1:])
-    model = models.build(experiment.model.name, input_shape, architectures.num_classes(experiment.dataset),
-                         dropout=experiment.model.dropout)
-    models.load_arrays_into(model, weights)
-    model.to(device)
-    mask = {n: torch.from_numpy(m).to(device=device, dtype=torch.float32) for n, m in mask_np.items()}
-
-    checkpoint = Checkpoint(out_dir / outputs.CHECKPOINT, runtime.checkpoint_every,
-                            fingerprint(experiment, runtime, seed, data.normalize, (data_path, ticket_path, mask_path),
-                                        CODE, schedule_start, round_index)) \
-        if runtime.checkpoint_every else None
+    # the checkpoint's fingerprint hashes the input files as they are now (MNIST: 55 MB), on a
+    # second thread while this one loads and scales them (hashlib runs without the GIL)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        fingerprinted = pool.submit(fingerprint, experiment, runtime, seed, data.normalize,
+                                    (data_path, ticket_path, mask_path), CODE, schedule_start, round_index) \
+            if runtime.checkpoint_every else None
+        weights = load_arrays(ticket_path, made_by=made_by(ticket_path))
+        mask_np = masks.load(mask_path, made_by=made_by(mask_path))
+        masks.check(mask_np, weights, str(mask_path))
+        splits = load_splits(data_path, device, data.normalize)
+        input_shape = tuple(splits["train"].images.shape[1:])
+        model = models.build(experiment.model.name, input_shape, architectures.num_classes(experiment.dataset),
+                             dropout=experiment.model.dropout)
+        models.load_arrays_into(model, weights)
+        model.to(device)
+        mask = {n: torch.from_numpy(m).to(device=device, dtype=torch.float32) for n, m in mask_np.items()}
+        checkpoint = Checkpoint(out_dir / outputs.CHECKPOINT, runtime.checkpoint_every, fingerprinted.result()) \
+            if fingerprinted else None
     curve, rewind = train(model, mask, splits, experiment.train, seed,
                           snapshot_at=experiment.reset.rewind_iteration, checkpoint=checkpoint,
                           schedule_start=schedule_start, round_index=round_index,
