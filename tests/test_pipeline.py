@@ -132,19 +132,35 @@ def test_both_tools_run_the_same_commands_and_make_identical_artifacts(tmp_path,
     assert (dvc.path / "results/report.md").read_text() == (smk.path / "results/report.md").read_text()
 
 
-def test_a_batchnorm_resnet_lineage_is_byte_identical_under_both_tools(tmp_path, mnist_dir):
-    """A ResNet (BatchNorm, Kaiming init) pruned globally over its convs with rewinding and
-    both controls: its running statistics go through every artifact the same under both tools."""
+# the deep networks' recipe (Frankle & Carbin Section 5) in small: SGD with Nesterov momentum and
+# weight decay, warmup, milestones, crop-and-flip augmentation, global pruning of the convs only
+DEEP_RECIPE = {"optimizer": "sgd", "lr": 0.05, "momentum": 0.9, "nesterov": True, "weight_decay": 1e-4,
+               "warmup": 10, "milestones": [20, 25], "gamma": 0.1, "augment": True}
+GLOBAL_CONV = {**TINY["experiments"]["tiny"]["prune"], "scope": "global", "rates": {"conv": 0.2, "output": 0.0}}
+
+
+def test_batchnorm_resnet_and_vgg_lineages_are_byte_identical_under_both_tools(tmp_path, mnist_dir):
+    """A ResNet (BatchNorm, Kaiming init) and a VGG, trained with the SGD recipe and pruned
+    globally over their convs, the ResNet with rewinding and both controls: their running
+    statistics, schedules and augmentation draws go through every artifact the same under
+    both tools, and the Figs. 7/8 figure is drawn."""
     params = copy.deepcopy(TINY)
+    params["figures"]["iterations"] = [10, 20]
     params["experiments"]["tiny"].update(
         model={"name": "resnet8_4", "init": "kaiming_normal"}, controls=["reinit", "random"],
-        prune={**TINY["experiments"]["tiny"]["prune"], "scope": "global", "rates": {"conv": 0.2, "output": 0.0}},
+        train={**TINY["experiments"]["tiny"]["train"], **DEEP_RECIPE}, prune=GLOBAL_CONV,
         reset={"rewind_iteration": 10, "kept": "original", "pruned": "zero"})
+    params["experiments"]["vgg"] = {  # VGG's widths are fixed: a small batch keeps it quick
+        **copy.deepcopy(TINY["experiments"]["tiny"]), "model": {"name": "vgg11"}, "controls": ["reinit"],
+        "train": {**DEEP_RECIPE, "batch_size": 8, "iterations": 20, "eval_every": 10, "milestones": [15]},
+        "prune": {**GLOBAL_CONV, "rounds": 1}}
     dvc = Pipeline("dvc", tmp_path / "dvc", params, mnist_dir)
     smk = Pipeline("snakemake", tmp_path / "smk", params, mnist_dir)
-    assert dvc.repro() == smk.repro()
+    ran = dvc.repro()
+    assert ran == smk.repro() and {"train@vgg-s0-r01-reinit", "train@tiny-s0-r02-random"} <= ran
     a, b = digests(dvc.path), digests(smk.path)
-    assert len(a) > 40 and a == b
+    assert len(a) > 50 and a == b
+    assert (dvc.path / "results/figures/fig7_mnist_resnet8_4.png").stat().st_size > 10_000
     from lth.artifacts import load_arrays
     ticket = load_arrays(dvc.path / "runs/tiny/seed0/round02/ticket.safetensors", "reset")
     rewind = load_arrays(dvc.path / "runs/tiny/seed0/round00/rewind.safetensors", "train")

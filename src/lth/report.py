@@ -129,7 +129,9 @@ def experiment_section(e: Experiment, rounds: pd.DataFrame) -> list[str]:
     lines = [f"## {e.name}: {e.model.name} on {e.dataset}",
              "",
              f"{e.prune.schedule} {e.prune.scope} pruning, rates {e.prune.rates}, "
-             f"{e.train.iterations} iterations per round (paper: {architecture(e.model.name).paper_iterations or '-'}), "
+             f"{e.train.iterations} iterations per round"
+             + (f" (paper: {architecture(e.model.name).paper_iterations})" if architecture(e.model.name).paper_iterations
+                else "") + ", "
              f"reset to {'theta_0' if e.reset.rewind_iteration == 0 else f'iteration {e.reset.rewind_iteration}'}"
              f"; controls: {', '.join(e.controls) or 'none'}. Means over {rounds.seed.nunique()} trial(s).",
              "", markdown_table(table), ""]
@@ -140,11 +142,13 @@ def experiment_section(e: Experiment, rounds: pd.DataFrame) -> list[str]:
         pruned = ticket.drop(index=0)
         speedup = dense.early_stop_iteration / pruned.early_stop_iteration
         gain = 100 * (pruned.early_stop_test_accuracy - dense.early_stop_test_accuracy)
-        lines += [f"Paper ({e.model.name}): {PAPER_HEADLINES.get(e.model.name, 'no headline numbers here')}.", "",
-                  f"Ours: early stopping up to {speedup.max():.2f}x faster (at "
+        points = PAPER_POINTS.get(e.model.name, [])
+        lines += [f"Paper ({e.model.name}): {PAPER_HEADLINES.get(e.model.name, 'no headline numbers for this model')}.",
+                  "", f"Ours: early stopping up to {speedup.max():.2f}x faster (at "
                   f"{pruned.percent_remaining[speedup.idxmax()]:.1f}%), test accuracy up to {gain.max():+.2f} "
-                  f"points (at {pruned.percent_remaining[gain.idxmax()]:.1f}%). At the paper's points:", ""]
-        for target in PAPER_POINTS.get(e.model.name, []):
+                  f"points (at {pruned.percent_remaining[gain.idxmax()]:.1f}%)." + (" At the paper's points:" if points
+                                                                                   else ""), ""]
+        for target in points:
             k = int((ticket.percent_remaining - target).abs().idxmin())
             row = ticket.loc[k]
             if abs(row.percent_remaining - target) > 0.1 * target:
