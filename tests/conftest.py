@@ -160,7 +160,7 @@ class Pipeline:
     def repro(self) -> set[str]:
         if self.tool == "dvc":
             out = run(["dvc", "repro"], self.path, self.env).stdout
-            self.last_commands = re.findall(r"^> (lth .*)$", out, re.M)
+            self.last_commands = [c for c in re.findall(r"^> (lth .*)$", out, re.M) if not c.startswith("lth check ")]
             # `check` runs every time (it refuses a dvc.yaml that does not match params.yaml)
             return set(re.findall(r"^Running stage '([^']+)':", out, re.M)) - {"check"}
         result = run(["snakemake", "--cores", "2", "--printshellcmds"], self.path, self.env)
