@@ -161,7 +161,7 @@ def fig7(curves: pd.DataFrame, spec: plan.FigureSpec, lengths: list[int]) -> plt
     fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 6), frameon=False, fontsize="small")
     n = data["seed"].nunique()
     fig.suptitle(f"{spec.model} on {spec.dataset}: test accuracy after training for each length"
-                 + (f"\n(mean of {n} trials, min-max band)" if n > 1 else ""), fontsize="medium")
+                 + f"\n({trials(n)})", fontsize="medium")
     fig.tight_layout(rect=(0, 0.1, 1, 1))
     return fig
 
@@ -272,7 +272,7 @@ def stability_path(paths: pd.DataFrame, spec: plan.FigureSpec) -> plt.Figure:
                frameon=False, fontsize="small")
     n = data["seed"].nunique()
     fig.suptitle(f"{spec.members[0]}: test error on the line between two copies trained from iteration k\n"
-                 f"(mean of {n} trial{'s' * (n > 1)}, min-max band)", fontsize="medium")
+                 f"({trials(n)})", fontsize="medium")
     fig.tight_layout(rect=(0, 0.08, 1, 1))
     return fig
 
@@ -308,7 +308,7 @@ def stability_barrier(barriers: pd.DataFrame, spec: plan.FigureSpec) -> plt.Figu
     fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 5), frameon=False, fontsize="small")
     n = data["seed"].nunique()
     fig.suptitle(f"{spec.members[0]}: instability vs the iteration the copies part at, dense and sparse\n"
-                 f"(mean of {n} trial{'s' * (n > 1)}, min-max band)", fontsize="medium")
+                 f"({trials(n)})", fontsize="medium")
     fig.tight_layout(rect=(0, 0.1, 1, 1))
     return fig
 
