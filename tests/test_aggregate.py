@@ -14,7 +14,7 @@ def synthetic_tables(p) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Every training of the plan with its real percent remaining; made-up results."""
     rounds, curves = [], []
     for e, seed, k, branch, _ in plan.trained_dirs(p):
-        sizes = {layer.name: layer.weights for layer in architectures.dataset_layers(e.model.name, e.dataset)}
+        sizes = {f"{layer.name}.weight": layer.weights for layer in architectures.dataset_layers(e.model.name, e.dataset)}
         percent = pruning.percent_ladder(sizes, e.prune.rates, e.prune.rounds)[k]
         keys = {"experiment": e.name, "seed": seed, "round": k, "branch": branch, "percent_remaining": percent}
         rounds.append({**keys, "early_stop_iteration": 100 * (k + 1), "early_stop_test_accuracy": 0.9 + k / 1000})

@@ -118,7 +118,8 @@ def experiment_section(e: Experiment, rounds: pd.DataFrame) -> list[str]:
         "% remaining": ticket.percent_remaining.map(lambda v: f"{v:.1f}"),
         "early stop it.": ticket.early_stop_iteration.map(lambda v: f"{v:.0f}"),
         "test acc. at early stop": ticket.early_stop_test_accuracy.map(lambda v: f"{100 * v:.2f}"),
-        "speed-up vs dense": (dense.early_stop_iteration / ticket.early_stop_iteration).map(lambda v: f"{v:.2f}x"),
+        "speed-up vs dense": (dense.early_stop_iteration / ticket.early_stop_iteration.where(
+            ticket.early_stop_iteration > 0)).map(lambda v: "" if pd.isna(v) else f"{v:.2f}x"),
     })
     for control in e.controls:
         c = mine[mine.branch == control].set_index("round")
@@ -140,12 +141,14 @@ def experiment_section(e: Experiment, rounds: pd.DataFrame) -> list[str]:
     if e.prune.schedule == "iterative" and len(ticket) > 1:
         lines += claims_section(e, rounds)
         pruned = ticket.drop(index=0)
-        speedup = dense.early_stop_iteration / pruned.early_stop_iteration
+        # a network that never improved stops at iteration 0: no speed-up to speak of
+        speedup = dense.early_stop_iteration / pruned.early_stop_iteration.where(pruned.early_stop_iteration > 0)
         gain = 100 * (pruned.early_stop_test_accuracy - dense.early_stop_test_accuracy)
         points = PAPER_POINTS.get(e.model.name, [])
         lines += [f"Paper ({e.model.name}): {PAPER_HEADLINES.get(e.model.name, 'no headline numbers for this model')}.",
-                  "", f"Ours: early stopping up to {speedup.max():.2f}x faster (at "
-                  f"{pruned.percent_remaining[speedup.idxmax()]:.1f}%), test accuracy up to {gain.max():+.2f} "
+                  "", "Ours: " + (f"early stopping up to {speedup.max():.2f}x faster (at "
+                                  f"{pruned.percent_remaining[speedup.idxmax()]:.1f}%), " if speedup.notna().any()
+                                  else "") + f"test accuracy up to {gain.max():+.2f} "
                   f"points (at {pruned.percent_remaining[gain.idxmax()]:.1f}%)." + (" At the paper's points:" if points
                                                                                    else ""), ""]
         for target in points:
