@@ -54,7 +54,6 @@ def test_benchmark_writes_its_tables(tmp_path, prepared):
     for name in ("lth train", "lth supermask"):
         t = {k: v["median"] for k, v in startup[name].items()}
         assert 0 < t["ready"] < t["first_step"] < t["wall"], name
-    assert startup["import torch"]["ready"]["median"] < startup["lth train"]["ready"]["median"]
     for its in ("100", "200"):
         c = whole["compare"][its]
         assert c["lth"]["runs"] == c["openlth_style"]["runs"] == 1
