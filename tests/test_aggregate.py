@@ -22,9 +22,9 @@ def synthetic_tables(p) -> tuple[pd.DataFrame, pd.DataFrame]:
     return pd.DataFrame(rounds), pd.DataFrame(curves)
 
 
-def test_the_main_jobs_dvc_columns_fit_a_terminal():
+def test_the_main_jobs_dvc_metrics_and_params_are_46_columns():
     """`dvc exp show` shows the metrics, then every key of params.yaml (then one column per
-    file dependency, which it folds away in a narrow terminal): for the main job, tickets and
+    file dependency, which docs/operations.md's `--drop` removes): for the main job, tickets and
     reinit at Fig. 3's five rounds, 46 columns in all."""
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
     p = from_dict(raw)

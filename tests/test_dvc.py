@@ -15,6 +15,9 @@ from conftest import TINY, columns, digests, init_dvc, make_workspace, run, tool
 pytestmark = pytest.mark.pipeline
 RESULTS = {"aggregate", "figures", "report"}
 REFUSED = "dvc.yaml does not match params.yaml"
+# every column that is a file path (a dependency: dvc has one per file any stage reads); a metric
+# column named after its file (two experiments) keeps it: the path ends at its ":"
+DROP_FILES = r"[^:]*/[^:]*$|params\.yaml$"
 
 
 @pytest.fixture(scope="module")
@@ -59,6 +62,11 @@ def test_metrics_are_one_compact_file_per_experiment(ws):
         "Experiment", "rev", "typ", "Created", "parent", "100%.ticket.iteration", "100%.ticket.test_accuracy",
         "64.1%.ticket.iteration", "64.1%.ticket.test_accuracy"]
     assert json.loads((path / "runs/tiny/seed0/round01/metrics.json").read_text())["provenance"]
+    # no setting hides the file columns; docs/operations.md's --drop removes them all and nothing else
+    shown = run(["dvc", "exp", "show", "--csv", "--drop", DROP_FILES], path, env).stdout
+    assert next(csv.reader(io.StringIO(shown))) == [c for c in header if c not in deps]
+    table = run(["dvc", "exp", "show", "--no-pager", "--drop", DROP_FILES], path, {**env, "COLUMNS": "120"}).stdout
+    assert re.search(r"Experiment +Created +100%\.ticket\.iteration", table) and "workspace" in table, table
 
 
 def test_plots_are_declared_and_drawn(ws, tmp_path):
@@ -146,6 +154,11 @@ def test_a_queued_sweep_runs_and_dvc_exp_show_and_plots_diff_list_it(ws, tmp_pat
     assert {"0.001", "0.002"} <= set(lrs)
     assert exps[lrs["0.001"]]["64.1%.ticket.test_accuracy"] != exps[lrs["0.002"]]["64.1%.ticket.test_accuracy"]
     assert exps["rounds3b"]["experiments.tiny.prune.rounds"] == "3"
+    # comparing them: the params that differ and the metrics, no file column
+    changed = next(csv.reader(io.StringIO(run(["dvc", "exp", "show", "--csv", "--only-changed", "--drop", DROP_FILES],
+                                               path, env).stdout)))
+    assert {"experiments.tiny.train.lr", "experiments.tiny.prune.rounds", "64.1%.ticket.test_accuracy"} <= set(changed)
+    assert not {"seeds", "params.yaml"} & set(changed) and not [c for c in changed if "/" in c], changed
     run(["dvc", "plots", "diff", lrs["0.001"], lrs["0.002"], "-o", str(tmp_path / "diff")], path, env)
     html = (tmp_path / "diff/index.html").read_text()
     assert f'"rev": "{lrs["0.001"]}"' in html and f'"rev": "{lrs["0.002"]}"' in html
