@@ -1,18 +1,28 @@
 """Check the computing paths on a CUDA device against the CPU (run on a GPU machine).
 
-    PYTHONPATH=src python benchmarks/device_check.py
+    PYTHONPATH=src python benchmarks/device_check.py         # on a machine with a CUDA device
+    PYTHONPATH=src python benchmarks/device_check.py --cpu   # its CPU-side part, anywhere
 
-For LeNet-300-100 (autograd-free step, dense and CSR layers), Conv-2 (autograd, dropout)
-and a learned supermask, on synthetic MNIST-shaped data: train on CUDA and on the CPU
-from the same theta_0 and mask, check that pruned weights never moved on CUDA, that the
-CUDA artifacts load on the CPU, and print how far the two devices' results are apart.
-Needs only torch, numpy and safetensors (no params file).
+For LeNet-300-100 (autograd-free step, dense layers on CUDA; its mask at 100% and 5%),
+Conv-2 (autograd, dropout) and a learned supermask, on synthetic MNIST-shaped data: train on
+CUDA and on the CPU from the same theta_0 and mask, check that pruned weights never moved on
+CUDA, that the CUDA artifacts load on the CPU, and print how far the two devices' results
+are apart. LeNet trains on CUDA twice: through the captured CUDA graphs (graphed.py, the
+default there) and through the eager loop; the two should give the same bits (the same
+kernels in the same order), and the graphed loop should synchronise with the host only at
+its records (counted with torch.cuda.set_sync_debug_mode). `--cpu` checks the CPU side of
+the graphed loop: run eagerly, it gives the eager loop's bits. Needs only torch, numpy and
+safetensors (no params file); exits non-zero if a check failed.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
+import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -45,7 +55,9 @@ def synthetic(device: torch.device, shape) -> dict[str, loop.Split]:
 
 
 def run(name: str, shape, keep: float, dropout: float, device: str,
-        iterations: int) -> tuple[dict, list, float]:
+        iterations: int, graphs: bool | None = None) -> tuple[dict, list, float]:
+    """Train from theta_0 on `device` (graphs: train.train's, None: its default there); the
+    trained weights, the curve and the seconds it took."""
     model = models.initialize(models.build(name, shape, 10, dropout=dropout), 0)
     theta0 = models.state_arrays(model)
     steps = 0 if keep == 1.0 else 14  # 0.8^14: fc1 at 4.4% density, a CSR layer
@@ -58,7 +70,9 @@ def run(name: str, shape, keep: float, dropout: float, device: str,
     torch.manual_seed(0)
     start = time.perf_counter()
     curve, _ = train.train(model, mask, synthetic(dev, shape), TrainParams(1.2e-3, 60, iterations, 50), seed=0,
-                           progress=False)
+                           progress=False, graphs=graphs)
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
     seconds = time.perf_counter() - start
     trained = models.state_arrays(model)
     for n, m in mask_np.items():
@@ -66,14 +80,59 @@ def run(name: str, shape, keep: float, dropout: float, device: str,
     return trained, curve, seconds
 
 
+def same(a: dict, b: dict) -> bool:
+    return all(np.array_equal(a[n], b[n]) for n in a)
+
+
+def check_graph_shaped_on_cpu(problems: list[str]) -> None:
+    """The graphed loop's functions run eagerly on the CPU give the eager loop's bits."""
+    for keep in (1.0, 0.5):
+        shaped, shaped_curve, shaped_s = run("lenet_300_100", (1, 28, 28), keep, 0.0, "cpu", 200, graphs=True)
+        eager, eager_curve, eager_s = run("lenet_300_100", (1, 28, 28), keep, 0.0, "cpu", 200, graphs=False)
+        identical = same(shaped, eager) and json.dumps(shaped_curve) == json.dumps(eager_curve)
+        print(f"lenet keep {keep} on the cpu: graph-shaped loop (eager) vs eager loop: "
+              f"{'bit-identical' if identical else 'DIFFERENT'} ({shaped_s:.2f} s / {eager_s:.2f} s)")
+        if not identical:
+            problems.append(f"graph-shaped loop on the cpu, keep {keep}: not the eager loop's bits")
+
+
+def syncs_of_graphed_training(iterations: int) -> int:
+    """The host-device synchronisations of a graphed LeNet training (warnings of torch's sync
+    debug mode), its set-up and records included."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            run("lenet_300_100", (1, 28, 28), 1.0, 0.0, "cuda", iterations, graphs=True)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    return sum("synchroniz" in str(w.message) for w in caught)
+
+
 def main() -> None:
-    assert torch.cuda.is_available(), "no CUDA device"
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cpu", action="store_true", help="only the CPU-side checks (no CUDA device needed)")
+    args = parser.parse_args()
+    problems: list[str] = []
+    check_graph_shaped_on_cpu(problems)
+    if args.cpu:
+        print("device check (cpu side) " + ("passed" if not problems else "FAILED: " + "; ".join(problems)))
+        sys.exit(1 if problems else 0)
+    assert torch.cuda.is_available(), "no CUDA device (--cpu runs the CPU-side checks alone)"
     print(f"torch {torch.__version__}, {torch.cuda.get_device_name()}")
     for name, shape, keep, dropout, its in (("lenet_300_100", (1, 28, 28), 1.0, 0.0, 400),
                                             ("lenet_300_100", (1, 28, 28), 0.05, 0.0, 400),
                                             ("conv2", (1, 28, 28), 1.0, 0.5, 100)):
-        gpu, gpu_curve, gpu_s = run(name, shape, keep, dropout, "cuda", its)
+        gpu, gpu_curve, gpu_s = run(name, shape, keep, dropout, "cuda", its)  # graphed for LeNet
         cpu, cpu_curve, cpu_s = run(name, shape, keep, dropout, "cpu", its)
+        if name == "lenet_300_100":
+            eager, eager_curve, eager_s = run(name, shape, keep, dropout, "cuda", its, graphs=False)
+            identical = same(gpu, eager) and json.dumps(gpu_curve) == json.dumps(eager_curve)
+            print(f"{name} keep {keep}: cuda graphs vs cuda eager: {'bit-identical' if identical else 'DIFFERENT'} "
+                  f"(max |w| difference {max(float(np.abs(gpu[n] - eager[n]).max()) for n in gpu):.2e}); "
+                  f"{its} iterations in {gpu_s:.2f} s (graphs, capture included) / {eager_s:.2f} s (eager)")
+            if not identical:
+                problems.append(f"{name} keep {keep}: the graphed loop's results differ from the eager loop's")
         with tempfile.TemporaryDirectory() as d:  # written from CUDA, read on the CPU
             save_arrays(Path(d) / "w.safetensors", gpu)
             back = load_arrays(Path(d) / "w.safetensors", "train")
@@ -100,6 +159,19 @@ def main() -> None:
                           d / "data.safetensors", d / "theta0.safetensors", d / "sm", seed=0, progress=False)
     print(f"supermask on cuda: {m['final_percent_expected']:.1f}% expected ones, test accuracy "
           f"{m['final_sampled_test_accuracy']:.4f} (sampled)")
+    syncs = syncs_of_graphed_training(400)  # 9 records, set-up and the final write-back
+    print(f"lenet graphed, 400 iterations with 9 records: {syncs} host synchronisations")
+    if syncs >= 400:
+        problems.append(f"the graphed loop synchronised {syncs} times in 400 iterations: in the loop")
+    long, _, long_s = run("lenet_300_100", (1, 28, 28), 1.0, 0.0, "cuda", 5000, graphs=True)
+    eager, _, eager_s = run("lenet_300_100", (1, 28, 28), 1.0, 0.0, "cuda", 5000, graphs=False)
+    print(f"lenet 5000 iterations (100 records) on cuda: {long_s:.2f} s graphed, {eager_s:.2f} s eager; "
+          f"{'bit-identical' if same(long, eager) else 'DIFFERENT'}")
+    if not same(long, eager):
+        problems.append("lenet 5000 iterations: the graphed loop's weights differ from the eager loop's")
+    if problems:
+        print("device check FAILED: " + "; ".join(problems))
+        sys.exit(1)
     print("device check passed")
 
 
