@@ -10,7 +10,9 @@ weights never move: they hold their ticket values (zero, or a frozen value under
 al.'s mask-0 actions) at every step. Validation and test are
 evaluated every `eval_every` iterations; the early-stop iteration is the one of minimum
 validation loss (the test set is never used to choose anything). A long training saves
-its state now and then and resumes from it (checkpoint.py).
+its state now and then and resumes from it (checkpoint.py). On CUDA, LeNet at a constant
+learning rate runs graphed.py's loop (captured CUDA graphs) instead of the eager one; run
+uncaptured on the CPU, it gives the eager loop's bits (tests/test_graphed.py).
 """
 
 from __future__ import annotations
