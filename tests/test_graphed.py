@@ -4,6 +4,9 @@ On CUDA the same functions are captured and replayed (benchmarks/device_check.py
 on a GPU); here they run as plain calls, so every test runs without a GPU."""
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -128,3 +131,12 @@ def test_tf32_is_set_on_cuda_from_the_param_and_never_on_the_cpu(monkeypatch):
         assert matmul.allow_tf32 and cudnn.allow_tf32
     finally:
         matmul.allow_tf32, cudnn.allow_tf32 = before
+
+
+def test_the_device_check_runs_its_cpu_side_without_a_gpu():
+    """The script a GPU session runs must not rot where no GPU is: its CPU part runs here."""
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run([sys.executable, str(root / "benchmarks" / "device_check.py"), "--cpu"],
+                            capture_output=True, text=True, env={"PYTHONPATH": str(root / "src")}, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.count("bit-identical") == 2 and "device check (cpu side) passed" in result.stdout
