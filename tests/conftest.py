@@ -49,6 +49,7 @@ SUBPROCESS_TRAININGS = {
     "test_bench.py": {"test_benchmark_writes_its_tables"},
     "test_train.py": {"test_a_training_whose_output_is_a_pipe_prints_progress_lines"},
     "test_cli.py": {"test_stages_that_train_never_import_torch_dynamo"},
+    "test_graphed.py": {"test_the_device_check_runs_its_cpu_side_without_a_gpu"},
 }
 
 

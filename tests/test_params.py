@@ -60,6 +60,7 @@ def tiny(p):
         (lambda p: tiny(p)["train"].update(iterations=30.0), ["train.iterations = 30.0", "expected integer"]),
         (lambda p: tiny(p)["train"].update(lr=1e12), ["experiments.tiny.train.lr = 1000000000000.0", "at most 10"]),
         (lambda p: p["runtime"].update(threads=10**12), ["runtime.threads = 1000000000000", "at most 1024"]),
+        (lambda p: p["runtime"].update(tf32="no"), ["runtime.tf32 = 'no'", "expected boolean"]),
         (lambda p: tiny(p)["train"].update(batch_size=1001),
          ["experiments.tiny.train.batch_size = 1001 is larger than the training split (1000 examples"]),
         (lambda p: p["data"].update(validation_size=60000),
@@ -148,6 +149,14 @@ def test_the_recipe_keys_default_to_plain_adam_and_parse(tiny_params):
     assert e.train == TrainParams(lr=0.0012, batch_size=60, iterations=30, eval_every=10,
                                   **{**recipe, "milestones": (20, 25)})
     hash(e.train)  # milestones as a tuple: the recipe stays hashable, as a frozen dataclass should
+
+
+def test_cuda_precision_and_graphs_default_to_float32_and_graphs(tiny_params):
+    runtime = from_dict(tiny_params).runtime
+    assert runtime.tf32 is False and runtime.cuda_graphs is True
+    tiny_params["runtime"].update(tf32=True, cuda_graphs=False)
+    runtime = from_dict(tiny_params).runtime
+    assert runtime.tf32 is True and runtime.cuda_graphs is False
 
 
 def test_deep_models_prune_conv_globally_without_fc_rates(tiny_params):

@@ -92,6 +92,8 @@ def test_metrics_record_the_params_they_were_made_with(tmp_path, prepared):
     assert parse_experiment(made["experiment"]["name"], made["experiment"]) == experiment(rewind=13)
     assert RuntimeParams(**made["runtime"]) == RUNTIME and DataParams(**made["data"]) == DATA
     assert made["seed"] == recorded["provenance"]["seed"] == 7
+    # how it was computed: TF32 off (runtime.tf32's default), the eager loop (the CPU never graphs)
+    assert recorded["provenance"]["tf32"] is False and recorded["provenance"]["loop"] == "eager"
 
 
 def test_run_writes_curve_and_metrics_and_respects_the_mask(tmp_path, prepared):

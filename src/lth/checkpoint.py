@@ -115,6 +115,6 @@ def fingerprint(experiment: Experiment, runtime: RuntimeParams, seed: int, norma
     for path in (*inputs, *code, __file__):
         digest.update(Path(path).read_bytes())
     digest.update(json.dumps([repr(experiment.model), repr(experiment.train), experiment.reset.rewind_iteration,
-                              runtime.device, runtime.threads, seed, normalize, torch.__version__,
+                              runtime.device, runtime.threads, runtime.tf32, seed, normalize, torch.__version__,
                               schedule_start, round_index]).encode())
     return digest.hexdigest()

@@ -28,11 +28,17 @@ from lth.artifacts import load_arrays
 from lth.outputs import made_by
 
 
-def resolve_device(device: str) -> torch.device:
+def resolve_device(device: str, tf32: bool = False) -> torch.device:
+    """The device `runtime.device` names. On CUDA, also the matrix products' precision
+    (`runtime.tf32`): TF32 only when asked for. torch's own defaults differ (cuBLAS off, cuDNN
+    on: convolutions would round their inputs to 10 mantissa bits), so both are set. The CPU
+    has no TF32: its results do not depend on the flag."""
     if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda" and not torch.cuda.is_available():
         raise LthError("runtime.device = 'cuda' but no CUDA device is available; use 'auto' or 'cpu'")
+    if device == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tf32
     return torch.device(device)
 
 
@@ -95,9 +101,12 @@ def load_splits(path: Path, device: torch.device, normalize: str = "standardize"
     return splits
 
 
+EVALUATION_BATCH = 1_000  # examples a forward pass of evaluation takes at a time
+
+
 @torch.inference_mode()
 def evaluate(model: Callable[[torch.Tensor], torch.Tensor], split: Split,
-             batch_size: int = 1_000, axis: int = 0) -> tuple[float, float]:
+             batch_size: int = EVALUATION_BATCH, axis: int = 0) -> tuple[float, float]:
     """Mean cross-entropy loss and accuracy over a whole split (model: images -> logits;
     the examples run along `axis` of split.images). Batches of 1000 keep the activations in
     cache (benchmarks/bench.py times this pass)."""
@@ -154,8 +163,8 @@ class Progress:
                         disable=not on_terminal)
         self.start, self.started, self.last = start, clock(), None
 
-    def update(self) -> None:
-        self.bar.update()
+    def update(self, iterations: int = 1) -> None:
+        self.bar.update(iterations)
 
     def record(self, iteration: int, values: dict[str, str]) -> None:
         """At an evaluation: the bar's postfix, or a line if one is due."""

@@ -35,6 +35,11 @@ and Adam updates the surviving values only. Pruned weights are then not merely h
 zero: they are not stored. The thresholds come from the benchmark's
 ms/iteration-vs-density curve on the project's 2-core CPU (benchmarks/README.md).
 
+On CUDA every layer is dense (MLPStep's `sparse=False`, which train.make_step passes for a
+CUDA device): the CSR forms pay off on a CPU whose time goes into multiplying zeros; on a
+GPU a LeNet step is launch-bound, not arithmetic-bound, and cuSPARSE's calls cannot be
+captured in a CUDA graph (graphed.py).
+
 Evaluation inputs are stored features-major (features x examples): a CSR layer then
 multiplies a contiguous dense matrix, and evaluation too gets cheaper as the network gets
 sparser. A network without CSR layers evaluates examples-major on the transposed view, as
@@ -77,8 +82,9 @@ def csr(crow: torch.Tensor, col: torch.Tensor, values: torch.Tensor, shape: tupl
 class Layer:
     """One Linear layer's trainable tensors, dense (transposed) or CSR, with gradient buffers."""
 
-    def __init__(self, linear: nn.Linear, mask: torch.Tensor, in_width: int, hidden: bool):
-        """in_width: the previous layer's (padded) width; hidden: pad a dense layer's outputs."""
+    def __init__(self, linear: nn.Linear, mask: torch.Tensor, in_width: int, hidden: bool, sparse: bool = True):
+        """in_width: the previous layer's (padded) width; hidden: pad a dense layer's outputs;
+        sparse: whether the layer may take the CSR form (False: dense whatever its density)."""
         self.linear = linear
         weight = linear.weight.detach()
         self.out_features, self.in_features = weight.shape
@@ -86,7 +92,7 @@ class Layer:
         # CSR stores the survivors only: pruned weights frozen at nonzero values (mask-0 actions
         # other than zero) must stay in the products, so such a layer stays dense
         # (and a CSR layer has the model's shape: it cannot take a padded layer's output)
-        self.sparse = (density <= SPARSE_DENSITY and weight.numel() >= SPARSE_MIN_WEIGHTS
+        self.sparse = (sparse and density <= SPARSE_DENSITY and weight.numel() >= SPARSE_MIN_WEIGHTS
                        and not bool(weight[mask == 0].any()) and in_width == self.in_features)
         if not self.sparse:
             self.width = -(-self.out_features // PAD_WIDTH) * PAD_WIDTH if hidden else self.out_features
@@ -195,12 +201,14 @@ class Layer:
 class MLPStep:
     """step(images, labels) -> logits (before the step) for a model `supports` accepts. The loss
     itself is not computed: its gradient needs only the softmax, and training reports the
-    loss once per evaluation from the logits (train.Window)."""
+    loss once per evaluation from the logits (train.Window). sparse=False keeps every layer
+    dense (on CUDA: module docstring); True lets a layer take the CSR form its mask allows."""
 
-    def __init__(self, model: nn.Module, mask: dict[str, torch.Tensor], recipe: TrainParams):
+    def __init__(self, model: nn.Module, mask: dict[str, torch.Tensor], recipe: TrainParams, sparse: bool = True):
         self.layers, width = [], model.fc1.in_features
         for name in ("fc1", "fc2", "output"):
-            self.layers.append(Layer(getattr(model, name), mask[f"{name}.weight"], width, hidden=name != "output"))
+            self.layers.append(Layer(getattr(model, name), mask[f"{name}.weight"], width, hidden=name != "output",
+                                     sparse=sparse))
             width = self.layers[-1].width
         size = sum(p.numel() for layer in self.layers for p in layer.params)
         self.flat = torch.empty(size, dtype=model.fc1.weight.dtype, device=model.fc1.weight.device)

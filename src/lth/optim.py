@@ -79,8 +79,8 @@ class Adam(Optimizer):
 
 
 class SGD(Optimizer):
-    """torch.optim.SGD(params, lr, momentum, weight_decay=..., nesterov=...): the momentum
-    buffer starts as the first (decayed) gradient."""
+    """torch.optim.SGD(params, lr, momentum, weight_decay=..., nesterov=...), fused on CUDA:
+    the momentum buffer starts as the first (decayed) gradient."""
 
     def __init__(self, params, lr: float, momentum: float = 0.0, nesterov: bool = False, weight_decay: float = 0.0):
         self.param_groups = [{"params": list(params), "lr": lr, "momentum": momentum, "nesterov": nesterov,
@@ -95,8 +95,10 @@ class SGD(Optimizer):
         group = self.param_groups[0]
         params = [p for p in group["params"] if p.grad is not None]
         buffers = [self.state[p].get("momentum_buffer") for p in params]
-        # foreach=None: the function picks the kernels as torch.optim.SGD's default does
-        sgd(params, [p.grad for p in params], buffers, foreach=None, weight_decay=group["weight_decay"],
+        # on CUDA the fused kernel (one launch for all tensors: torch.optim.SGD(fused=True));
+        # elsewhere foreach=None, fused=None: the kernels torch.optim.SGD's default picks
+        fused = True if params and params[0].is_cuda else None
+        sgd(params, [p.grad for p in params], buffers, foreach=None, fused=fused, weight_decay=group["weight_decay"],
             momentum=group["momentum"], lr=group["lr"], dampening=0.0, nesterov=group["nesterov"], maximize=False)
         if group["momentum"]:
             for p, buffer in zip(params, buffers, strict=True):

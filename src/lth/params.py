@@ -27,6 +27,8 @@ class RuntimeParams:
     threads: int
     checkpoint_every: int = 1000
     progress_every: float = 30.0
+    tf32: bool = False
+    cuda_graphs: bool = True
 
 
 @dataclass(frozen=True)

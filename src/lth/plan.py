@@ -246,9 +246,8 @@ TEMPLATES = {
         Template("train", "lth train --params {params_file} --experiment {experiment} --seed {seed} "
                           "--schedule-start {schedule_start} --round {round} --data {prepared} --ticket {ticket} --mask {mask} "
                           "--out {dir}",
-                 code=("train.py", "loop.py", "checkpoint.py", "mlp_step.py", "optim.py", "augment.py", "models.py",
-                       "architectures.py", "masks.py", "provenance.py",
-                       "artifacts.py"),
+                 code=("train.py", "loop.py", "checkpoint.py", "mlp_step.py", "graphed.py", "optim.py", "augment.py",
+                       "models.py", "architectures.py", "masks.py", "provenance.py", "artifacts.py"),
                  params=(*COMPUTE, f"{EXP}.model", f"{EXP}.train", f"{EXP}.reset.rewind_iteration"),
                  deps=("{prepared}", "{ticket}", "{mask}"), **written("train", "{dir}")),
         Template("prune", "lth prune --params {params_file} --experiment {experiment} --steps {steps} "
@@ -287,8 +286,8 @@ TEMPLATES = {
                               "--copy-seeds {copy_a} {copy_b} --rewind-iteration {k} --schedule-start {schedule_start} "
                               "--round {round} --data {prepared} "
                               "--ticket {ticket} --mask {mask} --out {dir}",
-                 code=("stability.py", "train.py", "loop.py", "checkpoint.py", "mlp_step.py", "optim.py", "augment.py",
-                       "models.py", "architectures.py", "masks.py", "provenance.py", "artifacts.py"),
+                 code=("stability.py", "train.py", "loop.py", "checkpoint.py", "mlp_step.py", "graphed.py", "optim.py",
+                       "augment.py", "models.py", "architectures.py", "masks.py", "provenance.py", "artifacts.py"),
                  # not stability.rounds or rewind_iterations: they say which of these stages exist
                  params=(*COMPUTE, f"{EXP}.model", f"{EXP}.train", f"{EXP}.stability.points"),
                  deps=("{prepared}", "{ticket}", "{mask}"), **written("stability", "{dir}")),

@@ -29,11 +29,14 @@ def code_version() -> str:
     return f"git {commit[:12]}{'-dirty' if dirty else ''}"
 
 
-def record(device: str, threads: int, seed: int) -> dict:
+def record(device: str, threads: int, seed: int, tf32: bool, **computing: str) -> dict:
+    """`tf32`: runtime.tf32 (on CUDA, whether products rounded to TF32); `computing`: how the
+    result was computed where a stage has several ways (train's `loop`: eager or cuda_graphs)."""
     import torch
 
     return {"code": code_version(), "lth": __version__, "torch": torch.__version__,
-            "python": platform.python_version(), "device": device, "threads": threads, "seed": seed}
+            "python": platform.python_version(), "device": device, "threads": threads, "seed": seed,
+            "tf32": tf32, **computing}
 
 
 def params(experiment: Experiment, runtime: RuntimeParams, data: DataParams, seed: int) -> dict:

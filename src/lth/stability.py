@@ -45,16 +45,19 @@ def network(experiment: Experiment, splits: dict[str, Split], weights: Arrays, s
 
 
 def segment(experiment: Experiment, splits: dict[str, Split], weights: Arrays, mask: dict[str, torch.Tensor],
-            start: int, stop: int, seed: int, schedule_start: int = 0, round_index: int = 0) -> Arrays:
+            start: int, stop: int, seed: int, schedule_start: int = 0, round_index: int = 0,
+            graphs: bool | None = None) -> Arrays:
     """`weights` trained from iteration `start` to `stop` of the round's training, in data
     order (and augmentation draws) `seed` (train.train). The learning-rate schedule goes on
     from the round's place, schedule_start + start, as a rewound ticket's does. Evaluated
-    only at its ends: the weights do not depend on it."""
+    only at its ends: the weights do not depend on it. `graphs`: train.train's (False:
+    runtime.cuda_graphs is off)."""
     if stop == start:
         return weights
     params: TrainParams = dataclasses.replace(experiment.train, iterations=stop - start, eval_every=stop - start)
     model = network(experiment, splits, weights, seed)
-    train.train(model, mask, splits, params, seed, schedule_start=schedule_start + start, round_index=round_index)
+    train.train(model, mask, splits, params, seed, schedule_start=schedule_start + start, round_index=round_index,
+                graphs=graphs)
     return models.state_arrays(model)
 
 
@@ -102,7 +105,7 @@ def run(experiment: Experiment, runtime: RuntimeParams, data: DataParams, data_p
     write the two copies, the path between them and its barriers into `out_dir`.
     `schedule_start` and `round_index` are the round's, as its `lth train` gets them."""
     torch.set_num_threads(runtime.threads)
-    device = resolve_device(runtime.device)
+    device = resolve_device(runtime.device, runtime.tf32)
     start = load_arrays(ticket_path, made_by=made_by(ticket_path))
     mask_np = masks.load(mask_path, made_by=made_by(mask_path))
     masks.check(mask_np, start, str(mask_path))
@@ -112,8 +115,10 @@ def run(experiment: Experiment, runtime: RuntimeParams, data: DataParams, data_p
     if not 0 <= k < end:
         raise LthError(f"--rewind-iteration {k}: the copies train from k to train.iterations = {end}; "
                        f"use 0 <= k < {end}")
-    trunk = segment(experiment, splits, start, mask, 0, k, seed, schedule_start, round_index)
-    a, b = (segment(experiment, splits, trunk, mask, k, end, s, schedule_start, round_index) for s in copy_seeds)
+    graphs = None if runtime.cuda_graphs else False
+    trunk = segment(experiment, splits, start, mask, 0, k, seed, schedule_start, round_index, graphs)
+    a, b = (segment(experiment, splits, trunk, mask, k, end, s, schedule_start, round_index, graphs)
+            for s in copy_seeds)
     if any(not np.array_equal(a[n][~m], b[n][~m]) for n, m in mask_np.items()):
         raise AssertionError("the copies' pruned weights differ: the path would unprune them")
     rows = path(network(experiment, splits, a, seed), a, b, mask_np, splits["test"], experiment.stability.points)
@@ -127,7 +132,7 @@ def run(experiment: Experiment, runtime: RuntimeParams, data: DataParams, data_p
         "test_error_a": errors[0], "test_error_b": errors[-1],
         "highest_error": errors[highest], "highest_error_alpha": rows[highest]["alpha"],
         "params": provenance.params(experiment, runtime, data, seed),
-        "provenance": provenance.record(str(device), runtime.threads, seed),
+        "provenance": provenance.record(str(device), runtime.threads, seed, runtime.tf32),
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     save_arrays(out_dir / outputs.COPY_A, a)

@@ -36,7 +36,7 @@ CURVE_COLUMNS = ("iteration", "percent_expected", "expected_validation_loss", "e
 
 def _setup(experiment: Experiment, runtime: RuntimeParams, data_path: Path, normalize: str):
     torch.set_num_threads(runtime.threads)
-    device = resolve_device(runtime.device)
+    device = resolve_device(runtime.device, runtime.tf32)
     splits = load_splits(data_path, device, normalize)
     classes = architectures.num_classes(experiment.dataset)
     model = models.build(experiment.model.name, tuple(splits["train"].images.shape[1:]), classes,
@@ -167,7 +167,7 @@ def run(experiment: Experiment, runtime: RuntimeParams, data: DataParams, data_p
         "early_stop_expected_test_accuracy": stop["expected_test_accuracy"],
         "early_stop_percent_expected": stop["percent_expected"],
         "params": provenance.params(experiment, runtime, data, seed),
-        "provenance": provenance.record(str(device), runtime.threads, seed),
+        "provenance": provenance.record(str(device), runtime.threads, seed, runtime.tf32),
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     save_arrays(out_dir / outputs.SCORES, {n: s.detach().cpu().numpy() for n, s in sm.scores.items()})

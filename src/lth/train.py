@@ -10,7 +10,9 @@ weights never move: they hold their ticket values (zero, or a frozen value under
 al.'s mask-0 actions) at every step. Validation and test are
 evaluated every `eval_every` iterations; the early-stop iteration is the one of minimum
 validation loss (the test set is never used to choose anything). A long training saves
-its state now and then and resumes from it (checkpoint.py).
+its state now and then and resumes from it (checkpoint.py). On CUDA, LeNet at a constant
+learning rate runs graphed.py's loop (captured CUDA graphs) instead of the eager one; run
+uncaptured on the CPU, it gives the eager loop's bits (tests/test_graphed.py).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lth import LthError, architectures, augment, loop, masks, mlp_step, models, optim, outputs, provenance
+from lth import LthError, architectures, augment, graphed, loop, masks, mlp_step, models, optim, outputs, provenance
 from lth.artifacts import load_arrays, save_arrays, write_json, write_text
 from lth.checkpoint import Checkpoint, fingerprint, load_checkpoint, save_checkpoint
 from lth.loop import BatchOrder, Progress, Split, curve_csv, evaluate, load_splits, resolve_device
@@ -35,7 +37,8 @@ from lth.params import DataParams, Experiment, RuntimeParams, TrainParams
 CURVE_COLUMNS = ("iteration", "train_loss", "train_accuracy", "validation_loss",
                  "validation_accuracy", "test_loss", "test_accuracy")
 # the modules that train: a checkpoint of an earlier version of them is not resumed
-CODE = (__file__, loop.__file__, mlp_step.__file__, optim.__file__, models.__file__, augment.__file__)
+CODE = (__file__, loop.__file__, mlp_step.__file__, optim.__file__, models.__file__, augment.__file__,
+        graphed.__file__)
 
 
 def early_stop(curve: list[dict]) -> dict:
@@ -68,7 +71,11 @@ class Window:
         if self.logits is None:
             self.allocate(logits.shape[-1])
         self.logit_slots[self.filled].copy_(logits)
-        self.filled += 1
+        self.advance(1)
+
+    def advance(self, iterations: int) -> None:
+        """Count `iterations` slots as filled (graphed.py fills them on the device)."""
+        self.filled += iterations
         if self.filled == len(self.logits):
             self.fold()
 
@@ -144,29 +151,37 @@ class AutogradStep:
 def make_step(model: torch.nn.Module, mask: dict[str, torch.Tensor],
               recipe: TrainParams) -> AutogradStep | mlp_step.MLPStep:
     """LeNet-300-100 without dropout takes the autograd-free step (mlp_step, with either
-    optimizer); the rest autograd."""
+    optimizer; CSR layers on the CPU only); the rest autograd."""
     if mlp_step.supports(model, mask):
-        return mlp_step.MLPStep(model, mask, recipe)
+        return mlp_step.MLPStep(model, mask, recipe, sparse=next(model.parameters()).device.type != "cuda")
     return AutogradStep(model, mask, recipe)
+
+
+EVALUATED = ("validation", "test")  # the splits of each record, in this order
+
+
+def step_inputs(train_step: mlp_step.MLPStep, splits: dict[str, Split]) -> dict[str, Split]:
+    """The evaluated splits as the LeNet step evaluates them: a features-major copy made once
+    (its CSR layers then multiply contiguous matrices)."""
+    return {n: Split(train_step.evaluation_inputs(splits[n].images), splits[n].labels) for n in EVALUATED}
 
 
 def evaluators(train_step: AutogradStep | mlp_step.MLPStep, model: torch.nn.Module,
                splits: dict[str, Split]) -> dict[str, Callable[[], tuple[float, float]]]:
     """Validation and test evaluations during training. The LeNet step evaluates from its own
-    tensors, on a features-major copy of the splits made once (its CSR layers then multiply
-    contiguous matrices); other models evaluate the model itself."""
-    names = ("validation", "test")
+    tensors (step_inputs); other models evaluate the model itself."""
     if isinstance(train_step, mlp_step.MLPStep):
-        prepared = {n: Split(train_step.evaluation_inputs(splits[n].images), splits[n].labels) for n in names}
-        return {n: partial(evaluate, train_step.logits, prepared[n], axis=1) for n in names}
-    return {n: partial(evaluate, model, splits[n]) for n in names}
+        prepared = step_inputs(train_step, splits)
+        return {n: partial(evaluate, train_step.logits, prepared[n], axis=1) for n in EVALUATED}
+    return {n: partial(evaluate, model, splits[n]) for n in EVALUATED}
 
 
 def train(model: torch.nn.Module, mask: dict[str, torch.Tensor], splits: dict[str, Split],
           params: TrainParams, seed: int, progress: bool | None = None,
           snapshot_at: int | None = None, checkpoint: Checkpoint | None = None,
           on_record: Callable[[dict], None] | None = None, schedule_start: int = 0,
-          round_index: int = 0, progress_every: float = 30.0) -> tuple[list[dict], dict | None]:
+          round_index: int = 0, progress_every: float = 30.0,
+          graphs: bool | None = None) -> tuple[list[dict], dict | None]:
     """Train in place for params.iterations; return the evaluation curve and the weights
     at iteration `snapshot_at` (the rewind point), if asked for. Everything random (batch
     order, augmentation draws) derives from `seed`; the augmentation's draws from `round_index`
@@ -177,7 +192,9 @@ def train(model: torch.nn.Module, mask: dict[str, torch.Tensor], splits: dict[st
     bit-identical to an uninterrupted run on the CPU. `on_record` is called with each row of
     the curve as it is evaluated (not with rows a resumed run restores), for logging or
     timing. A loss that is no longer finite at an evaluation stops it (LthError). Progress
-    shows as loop.Progress says (a line every `progress_every` s in a log)."""
+    shows as loop.Progress says (a line every `progress_every` s in a log). `graphs`: run the
+    iterations as graphed.py's loop (None: where graphed.applies, i.e. on CUDA; True forces
+    it, run eagerly off CUDA: tests; False: the eager loop)."""
     device = splits["train"].images.device
     train_step = make_step(model, mask, params)
     train_split = splits["train"]
@@ -188,12 +205,22 @@ def train(model: torch.nn.Module, mask: dict[str, torch.Tensor], splits: dict[st
     schedule = optim.Schedule.of(params)
     group = train_step.optimizer.param_groups[0]
     window = Window(min(params.eval_every, params.iterations, WINDOW_CAPACITY), params.batch_size, device)
-    evaluate_on = evaluators(train_step, model, splits)
+    if graphs is None:
+        graphs = graphed.applies(device, model, mask, params)
+    if graphs:
+        if not isinstance(train_step, mlp_step.MLPStep) or crop_and_flip or not schedule.constant:
+            raise ValueError("the graphed loop runs the LeNet step at a constant lr without augmentation")
+        runner = graphed.Graphed(train_step, train_split, step_inputs(train_step, splits), window,
+                                 capture=device.type == "cuda")
+        evaluate_all = runner.evaluate
+    else:
+        evaluate_on = evaluators(train_step, model, splits)
+        evaluate_all = lambda: {n: evaluate_on[n]() for n in EVALUATED}  # noqa: E731
 
     def record(iteration: int) -> dict:
         model.eval()
-        val_loss, val_acc = evaluate_on["validation"]()
-        test_loss, test_acc = evaluate_on["test"]()
+        evaluated = evaluate_all()
+        (val_loss, val_acc), (test_loss, test_acc) = evaluated["validation"], evaluated["test"]
         model.train()
         train_loss, train_acc = window.take()
         if iteration and not (math.isfinite(train_loss) and math.isfinite(val_loss)):
@@ -218,14 +245,10 @@ def train(model: torch.nn.Module, mask: dict[str, torch.Tensor], splits: dict[st
         start, curve = 1, [record(0)]
         snapshot = models.state_arrays(model) if snapshot_at == 0 else None
     model.train()
-    loop.mark("first_step")
-    for iteration in range(start, params.iterations + 1):
-        if not schedule.constant:
-            group["lr"] = schedule.at(schedule_start + iteration - 1)  # a float: the step reads it
-        idx = order.next().to(device, non_blocking=True)
-        labels = torch.index_select(train_split.labels, 0, idx, out=window.labels_slot())
-        images = train_split.images.index_select(0, idx)
-        window.add(train_step(crop_and_flip(images) if crop_and_flip else images, labels))
+
+    def after(iteration: int) -> None:
+        """What the host does after an iteration: the snapshot, a record, a checkpoint."""
+        nonlocal snapshot
         if iteration == snapshot_at:
             train_step.write_back()
             snapshot = models.state_arrays(model)
@@ -233,7 +256,28 @@ def train(model: torch.nn.Module, mask: dict[str, torch.Tensor], splits: dict[st
             curve.append(record(iteration))
         if checkpoint and iteration % checkpoint.every == 0 and iteration < params.iterations:
             save_checkpoint(checkpoint, iteration, model, train_step, streams, window, curve, snapshot)
-        bar.update()
+
+    loop.mark("first_step")
+    if graphs:  # segments of iterations between the host's events, each left to the device
+        every = (params.eval_every, checkpoint.every) if checkpoint else (params.eval_every,)
+        iteration = start - 1
+        while iteration < params.iterations:
+            end = graphed.segment_end(iteration, params.iterations, every, snapshot_at,
+                                      len(window.labels) - window.filled)
+            runner.train_segment(order, end - iteration)
+            after(end)
+            bar.update(end - iteration)
+            iteration = end
+    else:
+        for iteration in range(start, params.iterations + 1):
+            if not schedule.constant:
+                group["lr"] = schedule.at(schedule_start + iteration - 1)  # a float: the step reads it
+            idx = order.next().to(device, non_blocking=True)
+            labels = torch.index_select(train_split.labels, 0, idx, out=window.labels_slot())
+            images = train_split.images.index_select(0, idx)
+            window.add(train_step(crop_and_flip(images) if crop_and_flip else images, labels))
+            after(iteration)
+            bar.update()
     bar.close()
     train_step.write_back()
     return curve, snapshot
@@ -248,7 +292,7 @@ def run(experiment: Experiment, runtime: RuntimeParams, data: DataParams, data_p
     `round_index`: the round, which seeds the augmentation's draws with `seed`."""
     torch.set_num_threads(runtime.threads)
     torch.manual_seed(seed)  # dropout
-    device = resolve_device(runtime.device)
+    device = resolve_device(runtime.device, runtime.tf32)
     # the checkpoint's fingerprint hashes the input files as they are now (MNIST: 55 MB), on a
     # second thread while this one loads and scales them (hashlib runs without the GIL)
     with ThreadPoolExecutor(max_workers=1) as pool:
@@ -267,10 +311,11 @@ def run(experiment: Experiment, runtime: RuntimeParams, data: DataParams, data_p
         mask = {n: torch.from_numpy(m).to(device=device, dtype=torch.float32) for n, m in mask_np.items()}
         checkpoint = Checkpoint(out_dir / outputs.CHECKPOINT, runtime.checkpoint_every, fingerprinted.result()) \
             if fingerprinted else None
+    graphs = runtime.cuda_graphs and graphed.applies(device, model, mask, experiment.train)
     curve, rewind = train(model, mask, splits, experiment.train, seed,
                           snapshot_at=experiment.reset.rewind_iteration, checkpoint=checkpoint,
                           schedule_start=schedule_start, round_index=round_index,
-                          progress_every=runtime.progress_every)
+                          progress_every=runtime.progress_every, graphs=graphs)
     final_train_loss, final_train_acc = evaluate(model.eval(), splits["train"])
     stop = early_stop(curve)
     sparsity = masks.report(mask_np)
@@ -290,7 +335,8 @@ def run(experiment: Experiment, runtime: RuntimeParams, data: DataParams, data_p
         "final_train_accuracy": final_train_acc,
         "final_train_loss": final_train_loss,
         "params": provenance.params(experiment, runtime, data, seed),
-        "provenance": provenance.record(str(device), runtime.threads, seed),
+        "provenance": provenance.record(str(device), runtime.threads, seed, runtime.tf32,
+                                        loop="cuda_graphs" if graphs else "eager"),
     }
     trained = models.state_arrays(model)
     # the masking invariant: pruned weights hold their ticket values (zero, or frozen: mask-0 actions)
