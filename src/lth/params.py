@@ -27,6 +27,7 @@ class RuntimeParams:
     threads: int
     checkpoint_every: int = 1000
     progress_every: float = 30.0
+    trainings_per_device: int | None = None  # None: 1 on a CUDA device, no limit on the CPU (plan.trainings_at_once)
 
 
 @dataclass(frozen=True)
