@@ -46,7 +46,8 @@ SUBPROCESS_TRAININGS = {
     "test_faults.py": {"test_a_killed_training_resumes_bit_identical", "test_a_damaged_or_foreign_checkpoint_is_ignored",
                        "test_checkpoint_every_changes_no_result",
                        "test_a_params_edit_while_a_stage_runs_fails_that_stage_if_it_read_the_key"},
-    "test_bench.py": {"test_benchmark_writes_its_tables"},
+    "test_bench.py": {"test_benchmark_writes_its_tables",
+                      "test_the_device_table_runs_on_the_cpu_with_its_concurrency_table"},
     "test_train.py": {"test_a_training_whose_output_is_a_pipe_prints_progress_lines"},
     "test_cli.py": {"test_stages_that_train_never_import_torch_dynamo"},
 }
