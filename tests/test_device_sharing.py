@@ -103,7 +103,7 @@ def test_snakemake_runs_at_most_the_limit_of_trainings_at_once(tmp_path, mnist_d
     params["runtime"]["trainings_per_device"] = per_device
     pipe = Pipeline("snakemake", tmp_path / "ws", params, mnist_dir)
     targets = [f"runs/tiny/seed{s}/round00/metrics.json" for s in params["seeds"]]
-    result = run(["snakemake", "--cores", "2", *options, *targets], pipe.path, pipe.env)
+    result = run(["snakemake", *targets, "--cores", "2", *options], pipe.path, pipe.env)  # --resources takes all after it
     log = result.stdout + result.stderr
     provided = re.search(r"^Provided resources: .*trainings=(?:Resource\(\"trainings\", )?(\d+)", log, re.M)
     assert provided and int(provided.group(1)) == most  # Snakemake 9 shows it as Resource("trainings", 1)
