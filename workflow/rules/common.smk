@@ -112,6 +112,8 @@ DEVICE = lth_plan.device_resources(P)
 # How many of them run at once on this machine (runtime.trainings_per_device; docs/operations.md):
 # the workflow's own limit on `trainings`, unless `--resources trainings=N` gave one. Not for
 # executors that submit jobs elsewhere (SLURM): there each job asks the cluster for its share.
+# (Snakemake documents no way for a workflow to set a global resource; register_resource is
+# what it uses itself for the mutexes of `update()` files.)
 TRAININGS_AT_ONCE = lth_plan.trainings_at_once(P) if workflow.local_exec else None
 if TRAININGS_AT_ONCE and lth_plan.TRAININGS not in workflow.global_resources:
     workflow.register_resource(lth_plan.TRAININGS, TRAININGS_AT_ONCE)
