@@ -7,7 +7,7 @@ import re
 from datetime import datetime
 
 import pytest
-from conftest import TINY, Pipeline, make_workspace, run
+from conftest import TINY, Pipeline, make_workspace, run, write_params
 
 from lth import plan
 from lth.params import ParamsError, from_dict
@@ -51,6 +51,11 @@ def test_every_job_on_the_device_claims_a_training_and_the_limit_is_the_params(t
     # the user's --resources wins: the workflow sets no limit of its own
     given = run(["snakemake", "-n", "--resources", "trainings=5"], ws, timeout=300)
     assert "At most" not in given.stdout + given.stderr
+    # without the param: one at a time on CUDA
+    write_params(ws, device_params(device="cuda"))
+    default = run(["snakemake", "-n"], ws, timeout=300)
+    assert "At most 1 of train, untrained, supermask, stability at once on the device (trainings=1: " \
+           "runtime.trainings_per_device in params.yaml, by default 1 on CUDA;" in default.stdout + default.stderr
 
 
 def test_on_the_cpu_only_the_cores_limit_unless_the_params_say(tiny_params):
