@@ -4,6 +4,7 @@
                                [--models lenet_300_100 conv2] [--skip-pipeline] [--compile] [--deep]
                                [--data PREPARED] [--runs 5] [--compare 2000 6000] [--compare-runs 3]
                                [--rounds 3] [--round-iterations 50000] [--skip-whole]
+                               [--device cpu|cuda] [--device-models ...] [--concurrency 1 2 4 8 16]
 
 Prints a table and writes the numbers to <out>.json and <out>.csv:
 (a) floors: float32 GEMM throughput at 1024^3, and the matrix products of one
@@ -44,6 +45,15 @@ Prints a table and writes the numbers to <out>.json and <out>.csv:
     (F.conv2d, aten.convolution_backward) on the shapes the step meets; beside it the step's
     FLOPs at the measured GEMM rate, and one paper round's training time extrapolated
     (30K / 112K iterations, evaluation not counted).
+--device adds (h), the device table (helpers in benchmarks/device_bench.py), on cuda or the CPU:
+    the float32 GEMM rate of that device; the dense step of --device-models (LeNet-300-100, Conv-2
+    at batch 60, ResNet-20 at 128, VGG-19 at 64) as train.py takes it, against its products' FLOPs
+    at that rate, and LeNet's against its eight products replayed back to back as one CUDA graph
+    (on the CPU, called back to back); --rounds whole `lth train` processes of a LeNet round of
+    --round-iterations on the device (training time: first step to exit); --concurrency: K whole
+    `lth train` processes of that round started at once, their aggregate throughput (trainings x
+    iterations / wall seconds) and its ratio to K = 1; and the lenet_mnist_paper profile's
+    trainings (405) extrapolated from the best throughput measured.
 """
 
 from __future__ import annotations
@@ -371,14 +381,15 @@ def prepared_mnist(workdir: Path, given: str | None) -> Path:
 STARTUP = "startup"  # the whole-process runs' experiment for start-up (and untrained, supermask)
 
 
-def whole_workspace(workdir: Path, threads: int, iterations: set[int]) -> Path:
+def whole_workspace(workdir: Path, threads: int, iterations: set[int], device: str = "cpu",
+                    name: str = "whole") -> Path:
     """A directory with a params.yaml of the project's LeNet experiment (the paper's settings
-    but iterations) under one name per iteration count, theta_0 and its dense mask. The
-    start-up experiment also has small untrained and learned supermask sections."""
-    ws = workdir / "whole"
+    but iterations and the device) under one name per iteration count, theta_0 and its dense
+    mask. The start-up experiment also has small untrained and learned supermask sections."""
+    ws = workdir / name
     ws.mkdir()
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["runtime"].update(device="cpu", threads=threads)
+    params["runtime"].update(device=device, threads=threads)
     lenet = params["experiments"]["lenet_mnist"]
     experiments = {f"i{its}": {**lenet, "train": {**lenet["train"], "iterations": its,
                                                     "eval_every": min(100, its)}} for its in sorted(iterations)}
@@ -522,6 +533,81 @@ def whole_process_section(args, workdir: Path, round_bound_s: float | None) -> d
     return out
 
 
+def device_step(name: str, batch: int, device: torch.device) -> tuple[Callable[[], object], float]:
+    """One dense training step of `name` at `batch` on `device`, as train.py takes it
+    (train.make_step: LeNet's autograd-free step with Adam; autograd with Adam for the plain conv
+    nets, with SGD and momentum 0.9 for ResNet and VGG), and the FLOPs of its products."""
+    plain = name in SHAPES
+    shape, classes = (SHAPES[name], CLASSES[name]) if plain else ((3, 32, 32), 10)
+    model = models.build(name, shape, classes)
+    model = models.initialize(model, 0) if plain else models.initialize(model, 0, "kaiming_normal")
+    model.to(device).train()
+    mask = {n: torch.ones_like(p) for n, p in model.named_parameters() if masks.is_prunable(n)}
+    recipe = train.TrainParams(lr=1.2e-3, batch_size=batch, iterations=1, eval_every=1) if plain else \
+        train.TrainParams(lr=0.01, batch_size=batch, iterations=1, eval_every=1, optimizer="sgd", momentum=0.9)
+    step = train.make_step(model, mask, recipe)
+    g = torch.Generator().manual_seed(0)
+    images = torch.randn(batch, *shape, generator=g).to(device)
+    labels = torch.randint(0, classes, (batch,), generator=g).to(device)
+    flops = conv_floor(model, images)[1]  # forward, weight and input gradients (none for the first layer)
+    return lambda: step(images, labels), flops
+
+
+def device_section(args, workdir: Path) -> dict:
+    """(h) on --device: the steps against the device's own GEMM rate (LeNet's also against its
+    products replayed as one CUDA graph), whole `lth train` processes of a paper round, K
+    trainings at once, and the lenet_mnist_paper profile at the best throughput measured."""
+    import device_bench as dev  # beside this script (on the path when it runs as one)
+
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: torch sees no CUDA device here")
+    n = 4096 if device.type == "cuda" else 1024
+    rate = dev.matmul_rate(device, n)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu, {args.threads} threads"
+    out = {"device": name, "gemm_n": n, "gemm_gflops": rate / 1e9,
+           "tf32": device.type == "cuda" and torch.backends.cuda.matmul.allow_tf32}
+    print(f"\n(h) on {name}: float32 GEMM {n}^3 {rate / 1e9:.0f} GFLOP/s (TF32 {'on' if out['tf32'] else 'off'})")
+    sizes = [(layer.inputs, layer.outputs) for layer in dataset_layers("lenet_300_100", "mnist")]
+    products, _ = dev.products(sizes, BATCH, device)
+    floor_s = dev.seconds_per_call(dev.replayable(products, device), device, args.repeat)
+    out["steps"] = []
+    print(f"    {'model':<14}{'batch':>6}{'step ms':>10}{'FLOP-bound ms':>15}{'x bound':>9}{'x graphed floor':>17}")
+    for model in args.device_models:
+        batch = DEEP.get(model, BATCH)
+        step, flops = device_step(model, batch, device)
+        s = dev.seconds_per_call(step, device, args.repeat if model == "lenet_300_100" else max(3, args.repeat // 20))
+        row = {"model": model, "batch": batch, "step_ms": 1e3 * s, "step_flops": flops,
+               "bound_ms": 1e3 * flops / rate, "x_bound": s * rate / flops}
+        if model == "lenet_300_100":
+            row.update(floor_ms=1e3 * floor_s, x_floor=s / floor_s)
+        out["steps"].append(row)
+        print(f"    {model:<14}{batch:>6}{row['step_ms']:>10.3f}{row['bound_ms']:>15.3f}{row['x_bound']:>9.2f}"
+              + (f"{row['x_floor']:>17.2f}" if "x_floor" in row else ""))
+
+    its = args.round_iterations
+    data = prepared_mnist(workdir, args.data)
+    ws = whole_workspace(workdir, args.threads, {its}, device=args.device, name=f"whole-{device.type}")
+    if args.rounds:
+        runs = [process_times(lth_train(f"i{its}", data, "round"), ws) for _ in range(args.rounds)]
+        out["round"] = {"iterations": its, **summary([{**r, "training": r["wall"] - r["first_step"]} for r in runs])}
+        print(f"    a LeNet round of {its} iterations (evaluation every 100), whole `lth train`: "
+              f"{fmt(out['round']['wall'])}, of which training (first step to exit) {fmt(out['round']['training'])}")
+    if args.concurrency:
+        out["concurrency"] = dev.concurrency_table(lambda dir: lth_train(f"i{its}", data, dir), args.concurrency,
+                                                   its, ws, ENV)
+        print(f"    {'trainings at once':>18}{'wall s':>9}{'iterations/s':>14}{'x one':>7}  ({its} iterations each)")
+        for row in out["concurrency"]:
+            print(f"    {row['trainings']:>18}{row['wall_s']:>9.1f}{row['throughput_its']:>14.0f}{row['x_single']:>7.2f}")
+        best = max(out["concurrency"], key=lambda r: r["throughput_its"])
+        profile = dev.profile_hours(ROOT / "profiles" / "lenet_mnist_paper.yaml", best["throughput_its"])
+        out["profile"] = {**profile, "at_once": best["trainings"], "measured_iterations": its}
+        print(f"    the {profile['profile']} profile, {profile['trainings']} trainings ({profile['iterations']} "
+              f"iterations): {profile['hours']:.2f} h at {best['trainings']} at once (trainings only, "
+              f"extrapolated from trainings of {its} iterations)")
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=2)
@@ -547,11 +633,26 @@ def main() -> None:
     whole.add_argument("--round-iterations", type=int, default=PAPER_ITERATIONS,
                        help="iterations of those rounds (default: the paper's)")
     whole.add_argument("--skip-whole", action="store_true", help="skip (f)")
+    on_device = parser.add_argument_group("(h) the device table")
+    on_device.add_argument("--device", choices=["cpu", "cuda"],
+                           help="run (h) on this device: steps against its GEMM rate, --rounds whole paper "
+                                "rounds, --concurrency, the lenet_mnist_paper profile extrapolated")
+    on_device.add_argument("--device-models", nargs="*", default=["lenet_300_100", "conv2", *DEEP],
+                           help="models whose dense step (h) times (batch: ResNet 128, VGG 64, else 60)")
+    on_device.add_argument("--concurrency", type=int, nargs="*",
+                           help="numbers of whole `lth train` processes of --round-iterations run at once on "
+                                "--device (default with cuda: 1 2 4 8 16)")
     args = parser.parse_args()
     if args.slice < 100 or args.slice % 100:
         parser.error(f"--slice {args.slice}: use a multiple of 100 (a round evaluates every 100 iterations)")
     if min(args.runs, args.compare_runs) < 1 or args.rounds < 0 or min([args.round_iterations, *args.compare]) < 1:
         parser.error("--runs and --compare-runs must be at least 1, --rounds at least 0, iterations at least 1")
+    if args.concurrency is None:
+        args.concurrency = [1, 2, 4, 8, 16] if args.device == "cuda" else []
+    if args.concurrency and (not args.device or min(args.concurrency) < 1):
+        parser.error("--concurrency needs --device, and numbers of at least 1")
+    for name in args.device_models:
+        architecture(name)  # an unknown name fails here, naming the known ones
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
 
@@ -664,6 +765,8 @@ def main() -> None:
             round_its = args.round_iterations
             bound = (round_its * flops[8] + round_its // 100 * EVAL_EXAMPLES * forward_flops("lenet_300_100")) / rate
             results["whole"] = whole_process_section(args, Path(tmp), bound)
+        if args.device:
+            results["device"] = device_section(args, Path(tmp))
 
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -64,6 +64,38 @@ def test_benchmark_writes_its_tables(tmp_path, prepared):
     # no 50K-iteration run was timed: both sides of the paper-round ratio are extrapolated
     assert whole["paper_round_ratio"]["openlth_style_extrapolated"] and whole["paper_round_ratio"]["lth_extrapolated"]
 
+def test_the_device_table_runs_on_the_cpu_with_its_concurrency_table(tmp_path, prepared):
+    """(h) as `--device cuda` runs it, on the CPU with tiny settings: the steps against the GEMM
+    rate, a whole round, K = 1 and 2 trainings at once, the paper profile extrapolated."""
+    out = tmp_path / "bench"
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench.py"), "--models", "--skip-pipeline",
+                           "--skip-whole", "--repeat", "2", "--passes", "1", "--out", str(out), "--data", str(prepared),
+                           "--rounds", "1", "--round-iterations", "100", "--device", "cpu",
+                           "--device-models", "lenet_300_100", "resnet8", "--concurrency", "1", "2"],
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    device = json.loads(out.with_suffix(".json").read_text())["device"]
+    assert device["device"].startswith("cpu") and device["gemm_gflops"] > 0 and device["tf32"] is False
+    lenet, resnet = device["steps"]
+    assert (lenet["model"], lenet["batch"], resnet["model"]) == ("lenet_300_100", 60, "resnet8")
+    assert lenet["step_flops"] == 67_608_000  # the eight products the step needs
+    assert 0 < lenet["x_floor"] < math.inf and "x_floor" not in resnet
+    for row in (lenet, resnet):
+        assert math.isclose(row["x_bound"], row["step_ms"] / row["bound_ms"])
+    assert 0 < device["round"]["first_step"]["median"] < device["round"]["wall"]["median"]
+    table = device["concurrency"]
+    assert [r["trainings"] for r in table] == [1, 2] and all(r["iterations"] == 100 for r in table)
+    for row in table:
+        assert math.isclose(row["throughput_its"], row["trainings"] * 100 / row["wall_s"])
+        assert 0 < row["first_step_s"] < row["wall_s"]
+        assert math.isclose(row["x_single"], row["throughput_its"] / table[0]["throughput_its"])
+    profile = device["profile"]
+    assert (profile["profile"], profile["trainings"], profile["iterations"]) == ("lenet_mnist_paper", 405, 405 * 50_000)
+    best = max(table, key=lambda r: r["throughput_its"])
+    assert profile["at_once"] == best["trainings"]
+    assert math.isclose(profile["hours"], 405 * 50_000 / best["throughput_its"] / 3600)
+
+
 def test_fastest_keeps_each_element_s_fastest_pass():
     """A round measurement is an array (whole slice, once, segments): its fastest is taken per
     element, each segment from its own quietest pass; scalars stay scalars."""

@@ -29,6 +29,7 @@ class RuntimeParams:
     progress_every: float = 30.0
     tf32: bool = False
     cuda_graphs: bool = True
+    trainings_per_device: int | None = None  # None: 1 on a CUDA device, no limit on the CPU (plan.trainings_at_once)
 
 
 @dataclass(frozen=True)

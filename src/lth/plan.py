@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -488,6 +489,46 @@ def stages(p: Params, params_file: str = PARAMS_FILE) -> list[Stage]:
                "report_tables": [f"{RESULTS}/{t}" for t in read_by_report]}
     out += [make_stage(name, None, results) for name in ("aggregate", "figures", "report")]
     return out
+
+
+# ---- what the computing stages claim of the machine (Snakemake resources) --------------------
+# The stages that compute on runtime.device; every other stage is quick CPU work.
+DEVICE_STAGES = ("train", "untrained", "supermask", "stability")
+# The Snakemake resource each of them claims one of: the global limit (trainings_at_once) says
+# how many share the device. dvc repro runs one stage at a time and needs none.
+TRAININGS = "trainings"
+
+
+def device_resources(p: Params) -> dict[str, int]:
+    """The resources of a DEVICE_STAGES job: one of TRAININGS, and on a cluster a GPU when the params
+    ask for CUDA (snakemake-executor-plugin-slurm turns gpu=1 into --gpus=1; locally a plain resource)."""
+    return {TRAININGS: 1, **({"gpu": 1} if p.runtime.device == "cuda" else {})}
+
+
+def trainings_at_once(p: Params) -> int | None:
+    """How many DEVICE_STAGES jobs Snakemake may run at once on this machine's device, or None for
+    no limit beyond the cores: runtime.trainings_per_device where given (on any device); else 1 where
+    the trainings run on a CUDA device (several share one only when asked: a ResNet or VGG may need
+    all of its memory) and no limit on the CPU, where each reserves runtime.threads cores already."""
+    if p.runtime.trainings_per_device is not None:
+        return p.runtime.trainings_per_device
+    return 1 if trains_on_cuda(p.runtime.device) else None
+
+
+GPU_DRIVERS = ("/proc/driver/nvidia", "/dev/kfd")  # Linux: NVIDIA's driver, AMD's (ROCm torch's "cuda")
+
+
+def trains_on_cuda(device: str) -> bool:
+    """Whether the stages' runtime.device means CUDA on this machine, as lth.loop.resolve_device
+    decides it. torch is imported only to resolve `auto`, and not on a Linux machine without a
+    GPU driver: Snakemake asks at every start, and the import takes a second or more."""
+    if device != "auto":
+        return device == "cuda"
+    if sys.platform == "linux" and not any(Path(driver).exists() for driver in GPU_DRIVERS):
+        return False
+    import torch
+
+    return torch.cuda.is_available()
 
 
 # ---- dvc.yaml --------------------------------------------------------------------

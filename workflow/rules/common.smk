@@ -5,6 +5,7 @@ import os
 from pathlib import Path, PurePath
 
 from lth.params import PARAMS_DIGEST_VARIABLE, from_dict, read_source
+from snakemake.logging import logger
 from snakemake.utils import validate
 
 PARAMS_FILE = "params.yaml"
@@ -105,6 +106,18 @@ def caption(kind):
     return f"../report/{kind}.rst" if specific.exists() else "../report/figure.rst"
 
 
-# On a cluster, computing rules ask for a GPU when the params ask for CUDA
-# (snakemake-executor-plugin-slurm turns gpu=1 into --gpus=1); elsewhere it is a plain resource.
-GPU = {"gpu": 1} if P.runtime.device == "cuda" else {}
+# The resources of the rules that compute on the device (lth_plan.DEVICE_STAGES): one of
+# `trainings` each, and a GPU on a cluster when the params ask for CUDA.
+DEVICE = lth_plan.device_resources(P)
+# How many of them run at once on this machine (runtime.trainings_per_device; docs/operations.md):
+# the workflow's own limit on `trainings`, unless `--resources trainings=N` gave one. Not for
+# executors that submit jobs elsewhere (SLURM): there each job asks the cluster for its share.
+# (Snakemake documents no way for a workflow to set a global resource; register_resource is
+# what it uses itself for the mutexes of `update()` files.)
+TRAININGS_AT_ONCE = lth_plan.trainings_at_once(P) if workflow.local_exec else None
+if TRAININGS_AT_ONCE and lth_plan.TRAININGS not in workflow.global_resources:
+    workflow.register_resource(lth_plan.TRAININGS, TRAININGS_AT_ONCE)
+    logger.info(f"At most {TRAININGS_AT_ONCE} of {', '.join(lth_plan.DEVICE_STAGES)} at once on the device "
+                f"({lth_plan.TRAININGS}={TRAININGS_AT_ONCE}: runtime.trainings_per_device in {PARAMS_FILE}"
+                f"{'' if P.runtime.trainings_per_device else ', by default 1 on CUDA'}; "
+                f"--resources {lth_plan.TRAININGS}=N overrides it)")

@@ -16,7 +16,7 @@ rule train:
         read=TRAIN["read"],
         cmd=TRAIN["cmd"],
     resources:
-        **GPU,
+        **DEVICE,
     threads: P.runtime.threads
     # `snakemake --cache` shares it between workflows (README: Sharing results with your team)
     cache: "omit-software"

@@ -15,7 +15,7 @@ rule stability:
         read=STABILITY["read"],
         cmd=STABILITY["cmd"],
     resources:
-        **GPU,
+        **DEVICE,
     threads: P.runtime.threads
     # `snakemake --cache` shares it between workflows (README: Sharing results with your team)
     cache: "omit-software"

@@ -13,7 +13,7 @@ rule untrained:
         read=UNTRAINED["read"],
         cmd=UNTRAINED["cmd"],
     resources:
-        **GPU,
+        **DEVICE,
     threads: P.runtime.threads
     # `snakemake --cache` shares it between workflows (README: Sharing results with your team)
     cache: "omit-software"
@@ -34,7 +34,7 @@ rule supermask:
         read=SUPERMASK["read"],
         cmd=SUPERMASK["cmd"],
     resources:
-        **GPU,
+        **DEVICE,
     threads: P.runtime.threads
     # `snakemake --cache` shares it between workflows (README: Sharing results with your team)
     cache: "omit-software"
