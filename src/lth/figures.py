@@ -95,7 +95,8 @@ def panels(data: pd.DataFrame, quantities: list[str], hue: str, title: str) -> p
                       linestyle="-" if not DASHES[b] else (0, DASHES[b]),
                       label=h if hue == "line" else LABELS[b] if len(hues) == 1 else f"{h}: {LABELS[b]}")
                for h, b in lines]
-    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 6), frameon=False, fontsize="small")
+    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 6), frameon=False, fontsize="small",
+               handlelength=4)
     fig.suptitle(f"{title}\n({trials(data['seed'].nunique())})", fontsize="medium")
     fig.tight_layout(rect=(0, 0.1, 1, 1))
     return fig
@@ -158,7 +159,8 @@ def fig7(curves: pd.DataFrame, spec: plan.FigureSpec, lengths: list[int]) -> plt
         ax.get_legend().remove()
     handles, labels = axes[0][0].get_legend_handles_labels()
     labels = [LABELS.get(label, label) for label in labels]
-    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 6), frameon=False, fontsize="small")
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 6), frameon=False, fontsize="small",
+               handlelength=4)
     n = data["seed"].nunique()
     fig.suptitle(f"{spec.model} on {spec.dataset}: test accuracy after training for each length"
                  + f"\n({trials(n)})", fontsize="medium")
@@ -216,7 +218,8 @@ def zhou_comparison(rounds: pd.DataFrame, spec: plan.FigureSpec) -> plt.Figure:
         ax.grid(True, alpha=0.3)
         ax.get_legend().remove()
     handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 5), frameon=False, fontsize="small")
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 5), frameon=False, fontsize="small",
+               handlelength=4)
     fig.suptitle(f"{spec.model} on {spec.dataset}: {plan.ZHOU_TITLES[varied]}"
                  + (", random signs dashed" if varied == "kept" else "")
                  + f"\n({trials(data['seed'].nunique())})", fontsize="medium")
@@ -241,7 +244,8 @@ def zhou_untrained(untrained: pd.DataFrame, spec: plan.FigureSpec) -> plt.Figure
         ax.grid(True, alpha=0.3)
         ax.get_legend().remove()
     handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 5), frameon=False, fontsize="small")
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 5), frameon=False, fontsize="small",
+               handlelength=4)
     fig.suptitle(f"{spec.model} on {spec.dataset}: supermasks (one-shot masks on theta_0, no training)",
                  fontsize="medium")
     fig.tight_layout(rect=(0, 0.16, 1, 1))
@@ -269,7 +273,8 @@ def stability_path(paths: pd.DataFrame, spec: plan.FigureSpec) -> plt.Figure:
         ax.get_legend().remove()
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, [f"copies part at {label}" for label in labels], loc="lower center", ncol=len(labels),
-               frameon=False, fontsize="small")
+               frameon=False, fontsize="small",
+               handlelength=4)
     n = data["seed"].nunique()
     fig.suptitle(f"{spec.members[0]}: test error on the line between two copies trained from iteration k\n"
                  f"({trials(n)})", fontsize="medium")
@@ -305,7 +310,8 @@ def stability_barrier(barriers: pd.DataFrame, spec: plan.FigureSpec) -> plt.Figu
     axes[0].annotate("stable below this (the paper)", (0.02, plan.STABLE_POINTS), xycoords=("axes fraction", "data"),
                      textcoords="offset points", xytext=(0, -11), fontsize="small", color="grey")
     handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 5), frameon=False, fontsize="small")
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 5), frameon=False, fontsize="small",
+               handlelength=4)
     n = data["seed"].nunique()
     fig.suptitle(f"{spec.members[0]}: instability vs the iteration the copies part at, dense and sparse\n"
                  f"({trials(n)})", fontsize="medium")
