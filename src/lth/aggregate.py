@@ -10,8 +10,8 @@ stability.csv (one row per instability analysis: its barriers and ends) and
 stability_path.csv (one row per point of each path): only when an experiment asks for them.
 
 For dvc, per experiment (means over trials): metrics/<experiment>.json, early-stop iteration
-and test accuracy at early stop of the ticket and each control at the rounds that Fig. 3
-draws (figures.curve_percents), few enough for `dvc exp show`; plots/<experiment>/
+and test accuracy at early stop of the ticket and each control at the first, middle and last
+of the rounds that Fig. 3 draws (figures.curve_percents), few enough for `dvc exp show`; plots/<experiment>/
 curves.csv (test accuracy during training at those rounds) and early_stop.csv (every round),
 which dvc.yaml declares as plots.
 """
@@ -100,7 +100,7 @@ def views(p: Params, rounds: pd.DataFrame, curves: pd.DataFrame) -> dict[str, tu
         chosen = plan.nearest_rounds(dict(zip(ticket["round"], ticket.percent_remaining, strict=True)),
                                      p.figures.curve_percents)
         metrics = {}
-        for k in chosen:
+        for k in metric_rounds(chosen):
             at_k = mean[mean["round"] == k]
             label = plan.percent_label(at_k.percent_remaining.iloc[0]) + "%"
             metrics[label] = {row.branch: {"iteration": _number(row.early_stop_iteration),
@@ -113,6 +113,14 @@ def views(p: Params, rounds: pd.DataFrame, curves: pd.DataFrame) -> dict[str, tu
         out[e.name] = (metrics, during.drop(columns="round"),
                        mean.drop(columns="round").rename(columns={"early_stop_test_accuracy": "test_accuracy"}))
     return out
+
+
+def metric_rounds(rounds: list[int]) -> list[int]:
+    """The rounds of the dvc metrics: of Fig. 3's rounds the first, the middle and the last
+    (the main job: 100, 21.1 and 3.6%, the paper's headline points), so that `dvc exp show`
+    with its file columns dropped fits a terminal (docs/operations.md); all of them if three
+    or fewer."""
+    return rounds if len(rounds) <= 3 else [rounds[0], rounds[len(rounds) // 2], rounds[-1]]
 
 
 def _number(x: float) -> float | int:
