@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from lth import loop
+from lth import graphed, loop
 
 
 def synchronize(device: torch.device) -> None:
@@ -39,21 +39,10 @@ def seconds_per_call(fn: Callable[[], object], device: torch.device, repeat: int
 
 
 def replayable(fn: Callable[[], object], device: torch.device) -> Callable[[], object]:
-    """On CUDA, `fn` captured once as a CUDA graph, to replay without a launch per kernel (the
-    floor of a step whose kernels take microseconds is the kernels, not their launches); on the
-    CPU, `fn` itself."""
-    if device.type != "cuda":
-        return fn
-    stream = torch.cuda.Stream(device)
-    stream.wait_stream(torch.cuda.current_stream(device))
-    with torch.cuda.stream(stream):  # warm-up off the default stream, as capture requires
-        for _ in range(3):
-            fn()
-    torch.cuda.current_stream(device).wait_stream(stream)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        fn()
-    return graph.replay
+    """On CUDA, `fn` captured once as a CUDA graph (graphed.captured, as training captures its
+    step), to replay without a launch per kernel: the floor of a step whose kernels take
+    microseconds is the kernels, not their launches. On the CPU, `fn` itself."""
+    return graphed.captured(fn).replay if device.type == "cuda" else fn
 
 
 def matmul_rate(device: torch.device, n: int) -> float:

@@ -11,9 +11,9 @@ stability_path.csv (one row per point of each path): only when an experiment ask
 
 For dvc, per experiment (means over trials): metrics/<experiment>.json, early-stop iteration
 and test accuracy at early stop of the ticket and each control at the first, middle and last
-of the rounds that Fig. 3 draws (figures.curve_percents), few enough for `dvc exp show`; plots/<experiment>/
-curves.csv (test accuracy during training at those rounds) and early_stop.csv (every round),
-which dvc.yaml declares as plots.
+of the rounds that Fig. 3 draws (figures.curve_percents), few enough for `dvc exp show`;
+plots/<experiment>/curves.csv (test accuracy during training at Fig. 3's rounds) and
+early_stop.csv (every round), which dvc.yaml declares as plots.
 """
 
 from __future__ import annotations

@@ -42,6 +42,9 @@ from lth import plan  # noqa: E402
 from lth.artifacts import atomic_path, read  # noqa: E402
 from lth.params import FigureParams, Params  # noqa: E402
 
+# every figure's legend, below its panels; handles long enough that a dashed line reads as dashed
+# beside its marker (at 2 em the marker hides a (5, 3) gap)
+LEGEND = {"loc": "lower center", "frameon": False, "fontsize": "small", "handlelength": 4}
 MIN_MAX = ("pi", 100)  # a 100% percentile interval is the min-max band
 DASHES = {"ticket": "", "reinit": (5, 3), "random": (1, 2)}
 QUANTITIES = {
@@ -95,8 +98,7 @@ def panels(data: pd.DataFrame, quantities: list[str], hue: str, title: str) -> p
                       linestyle="-" if not DASHES[b] else (0, DASHES[b]),
                       label=h if hue == "line" else LABELS[b] if len(hues) == 1 else f"{h}: {LABELS[b]}")
                for h, b in lines]
-    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 6), frameon=False, fontsize="small",
-               handlelength=4)
+    fig.legend(handles=handles, ncol=min(len(handles), 6), **LEGEND)
     fig.suptitle(f"{title}\n({trials(data['seed'].nunique())})", fontsize="medium")
     fig.tight_layout(rect=(0, 0.1, 1, 1))
     return fig
@@ -159,8 +161,7 @@ def fig7(curves: pd.DataFrame, spec: plan.FigureSpec, lengths: list[int]) -> plt
         ax.get_legend().remove()
     handles, labels = axes[0][0].get_legend_handles_labels()
     labels = [LABELS.get(label, label) for label in labels]
-    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 6), frameon=False, fontsize="small",
-               handlelength=4)
+    fig.legend(handles, labels, ncol=min(len(labels), 6), **LEGEND)
     n = data["seed"].nunique()
     fig.suptitle(f"{spec.model} on {spec.dataset}: test accuracy after training for each length"
                  + f"\n({trials(n)})", fontsize="medium")
@@ -218,8 +219,7 @@ def zhou_comparison(rounds: pd.DataFrame, spec: plan.FigureSpec) -> plt.Figure:
         ax.grid(True, alpha=0.3)
         ax.get_legend().remove()
     handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 5), frameon=False, fontsize="small",
-               handlelength=4)
+    fig.legend(handles, labels, ncol=min(len(labels), 5), **LEGEND)
     fig.suptitle(f"{spec.model} on {spec.dataset}: {plan.ZHOU_TITLES[varied]}"
                  + (", random signs dashed" if varied == "kept" else "")
                  + f"\n({trials(data['seed'].nunique())})", fontsize="medium")
@@ -244,8 +244,7 @@ def zhou_untrained(untrained: pd.DataFrame, spec: plan.FigureSpec) -> plt.Figure
         ax.grid(True, alpha=0.3)
         ax.get_legend().remove()
     handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 5), frameon=False, fontsize="small",
-               handlelength=4)
+    fig.legend(handles, labels, ncol=min(len(labels), 5), **LEGEND)
     fig.suptitle(f"{spec.model} on {spec.dataset}: supermasks (one-shot masks on theta_0, no training)",
                  fontsize="medium")
     fig.tight_layout(rect=(0, 0.16, 1, 1))
@@ -272,9 +271,7 @@ def stability_path(paths: pd.DataFrame, spec: plan.FigureSpec) -> plt.Figure:
         ax.grid(True, alpha=0.3)
         ax.get_legend().remove()
     handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, [f"copies part at {label}" for label in labels], loc="lower center", ncol=len(labels),
-               frameon=False, fontsize="small",
-               handlelength=4)
+    fig.legend(handles, [f"copies part at {label}" for label in labels], ncol=len(labels), **LEGEND)
     n = data["seed"].nunique()
     fig.suptitle(f"{spec.members[0]}: test error on the line between two copies trained from iteration k\n"
                  f"({trials(n)})", fontsize="medium")
@@ -310,8 +307,7 @@ def stability_barrier(barriers: pd.DataFrame, spec: plan.FigureSpec) -> plt.Figu
     axes[0].annotate("stable below this (the paper)", (0.02, plan.STABLE_POINTS), xycoords=("axes fraction", "data"),
                      textcoords="offset points", xytext=(0, -11), fontsize="small", color="grey")
     handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 5), frameon=False, fontsize="small",
-               handlelength=4)
+    fig.legend(handles, labels, ncol=min(len(labels), 5), **LEGEND)
     n = data["seed"].nunique()
     fig.suptitle(f"{spec.members[0]}: instability vs the iteration the copies part at, dense and sparse\n"
                  f"({trials(n)})", fontsize="medium")

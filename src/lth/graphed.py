@@ -43,10 +43,14 @@ if TYPE_CHECKING:
     from lth.train import Window
 
 
+def supports(model: torch.nn.Module, mask: dict[str, torch.Tensor], recipe: TrainParams) -> bool:
+    """Whether this loop can train it: the LeNet step at a constant learning rate, no augmentation."""
+    return mlp_step.supports(model, mask) and optim.Schedule.of(recipe).constant and not recipe.augment
+
+
 def applies(device, model: torch.nn.Module, mask: dict[str, torch.Tensor], recipe: TrainParams) -> bool:
     """Whether train.train runs this loop by default (`device`: anything with a `.type`)."""
-    return (device.type == "cuda" and mlp_step.supports(model, mask) and optim.Schedule.of(recipe).constant
-            and not recipe.augment)
+    return device.type == "cuda" and supports(model, mask, recipe)
 
 
 def segment_end(iteration: int, last: int, every: tuple[int, ...], at: int | None, room: int) -> int:

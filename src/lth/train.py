@@ -208,7 +208,7 @@ def train(model: torch.nn.Module, mask: dict[str, torch.Tensor], splits: dict[st
     if graphs is None:
         graphs = graphed.applies(device, model, mask, params)
     if graphs:
-        if not isinstance(train_step, mlp_step.MLPStep) or crop_and_flip or not schedule.constant:
+        if not graphed.supports(model, mask, params):
             raise ValueError("the graphed loop runs the LeNet step at a constant lr without augmentation")
         runner = graphed.Graphed(train_step, train_split, step_inputs(train_step, splits), window,
                                  capture=device.type == "cuda")
